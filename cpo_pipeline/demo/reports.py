@@ -1,0 +1,658 @@
+"""Synthetic MIMIC-CXR reports: sample CheXpert labels first, then write text that states them.
+
+Every findings and impression text reads back, through `label_report`, as exactly the labels it
+was written from, so a label table emitted from the sampled truth agrees with the reports.
+
+Hierarchy as sampled: a parent is never explicitly negative while one of its children is positive
+or uncertain ("normal cardiomediastinal silhouette" beside cardiomegaly), and a positive Pneumonia
+or Consolidation always comes with a positive Lung Opacity (the opacity is how they show). The
+other children of Lung Opacity (edema, atelectasis, lesions) do not force it, as in MIMIC-CXR,
+where the labeller only marks an opacity the text names.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from dataclasses import dataclass
+
+import numpy as np
+
+from cpo_pipeline.radiology.chexpert import (
+    CHEXPERT_LABELS,
+    HIERARCHY,
+    LABEL_NEGATIVE,
+    LABEL_POSITIVE,
+    LABEL_UNCERTAIN,
+    TRAIN_PREVALENCE,
+    UNCERTAIN_RATE,
+)
+from cpo_pipeline.radiology.labeller import no_finding
+
+# ---------------------------------------------------------------------------------------------
+# Labels
+
+# label -> (the label driving it, P(positive | driver positive)). Heart failure brings
+# cardiomegaly and effusions, effusions bring atelectasis, pneumonia brings consolidation, lines
+# and tubes bring pneumothorax. Without the driver the rate is solved so that the marginal stays
+# TRAIN_PREVALENCE.
+_DRIVERS: dict[str, tuple[str, float]] = {
+    "Cardiomegaly": ("Edema", 0.45),
+    "Pleural Effusion": ("Edema", 0.50),
+    "Atelectasis": ("Pleural Effusion", 0.40),
+    "Consolidation": ("Pneumonia", 0.35),
+    "Enlarged Cardiomediastinum": ("Cardiomegaly", 0.10),
+    "Pneumothorax": ("Support Devices", 0.09),
+}
+_OPACITY_CAUSES = ("Pneumonia", "Consolidation")
+
+# Drivers before what they drive; Lung Opacity last, after its causes.
+_SAMPLING_ORDER = (
+    "Support Devices", "Edema", "Pneumonia", "Lung Lesion", "Fracture", "Pleural Other",
+    "Cardiomegaly", "Pleural Effusion", "Atelectasis", "Consolidation",
+    "Enlarged Cardiomediastinum", "Pneumothorax", "Lung Opacity",
+)
+
+# Of the studies where a finding is neither positive nor uncertain, the share whose report says
+# it is absent ("no pneumothorax"). Our guesses from reading reports, not measurements.
+_EXPLICIT_NEGATIVE_RATE: dict[str, float] = {
+    "Pneumothorax": 0.40,
+    "Pleural Effusion": 0.30,
+    "Consolidation": 0.20,
+    "Pneumonia": 0.15,
+    "Cardiomegaly": 0.15,
+    "Edema": 0.12,
+    "Enlarged Cardiomediastinum": 0.10,
+    "Fracture": 0.05,
+    "Lung Opacity": 0.03,
+    "Atelectasis": 0.02,
+    "Lung Lesion": 0.02,
+    "Support Devices": 0.02,
+    "Pleural Other": 0.01,
+}
+
+
+# A share of studies is normal: nothing but devices is positive or uncertain. The others carry
+# the findings at rates scaled up to keep the published marginals. Independent findings alone
+# would leave No Finding near 26%; this share brings it to the published 33%.
+_NORMAL_STUDY_SHARE = 0.19
+
+
+def _share_that_can_carry(label: str) -> float:
+    return 1.0 if label == "Support Devices" else 1.0 - _NORMAL_STUDY_SHARE
+
+
+_PREVALENCE_IF_CARRIED = {
+    label: TRAIN_PREVALENCE[label] / _share_that_can_carry(label) for label in _SAMPLING_ORDER
+}
+_UNCERTAIN_IF_NOT_POSITIVE = {
+    label: UNCERTAIN_RATE[label]
+    / _share_that_can_carry(label)
+    / (1.0 - _PREVALENCE_IF_CARRIED[label])
+    for label in _SAMPLING_ORDER
+}
+
+
+def _rate_without_driver(label: str) -> float:
+    driver, given_driver = _DRIVERS[label]
+    driver_rate = _PREVALENCE_IF_CARRIED[driver]
+    return (_PREVALENCE_IF_CARRIED[label] - driver_rate * given_driver) / (1.0 - driver_rate)
+
+
+_RATE_WITHOUT_DRIVER = {label: _rate_without_driver(label) for label in _DRIVERS}
+# Consolidation is driven by pneumonia: P(either) = P(pneumonia) + P(no pneumonia) P(cons | none).
+_PNEUMONIA_RATE = _PREVALENCE_IF_CARRIED["Pneumonia"]
+_OPACITY_CAUSE_RATE = (
+    _PNEUMONIA_RATE + (1.0 - _PNEUMONIA_RATE) * _RATE_WITHOUT_DRIVER["Consolidation"]
+)
+_OPACITY_RATE_WITHOUT_CAUSE = (
+    (_PREVALENCE_IF_CARRIED["Lung Opacity"] - _OPACITY_CAUSE_RATE) / (1.0 - _OPACITY_CAUSE_RATE)
+)
+
+
+def _positive_rate(label: str, labels: dict[str, float | None]) -> float:
+    if label == "Lung Opacity":
+        if any(labels[cause] == LABEL_POSITIVE for cause in _OPACITY_CAUSES):
+            return 1.0
+        return _OPACITY_RATE_WITHOUT_CAUSE
+    if label in _DRIVERS:
+        driver, given_driver = _DRIVERS[label]
+        return given_driver if labels[driver] == LABEL_POSITIVE else _RATE_WITHOUT_DRIVER[label]
+    return _PREVALENCE_IF_CARRIED[label]
+
+
+def _is_present(value: float | None) -> bool:
+    return value in (LABEL_POSITIVE, LABEL_UNCERTAIN)
+
+
+def _draw_status(
+    label: str, labels: dict[str, float | None], rng: np.random.Generator, may_be_present: bool
+) -> float | None:
+    if may_be_present:
+        if rng.random() < _positive_rate(label, labels):
+            return LABEL_POSITIVE
+        if rng.random() < _UNCERTAIN_IF_NOT_POSITIVE[label]:
+            return LABEL_UNCERTAIN
+    return LABEL_NEGATIVE if rng.random() < _EXPLICIT_NEGATIVE_RATE[label] else None
+
+
+def sample_labels(rng: np.random.Generator) -> dict[str, float | None]:
+    """One study's 14 CheXpert labels with MIMIC-CXR-like prevalence and co-occurrence."""
+    labels: dict[str, float | None] = dict.fromkeys(CHEXPERT_LABELS)
+    normal = rng.random() < _NORMAL_STUDY_SHARE
+    for label in _SAMPLING_ORDER:
+        may_be_present = not normal or label == "Support Devices"
+        labels[label] = _draw_status(label, labels, rng, may_be_present)
+    for parent, children in HIERARCHY.items():
+        if labels[parent] == LABEL_NEGATIVE and any(_is_present(labels[c]) for c in children):
+            labels[parent] = None
+    labels["No Finding"] = no_finding(labels)
+    return labels
+
+
+# ---------------------------------------------------------------------------------------------
+# Sentences
+
+@dataclass(frozen=True)
+class _Phrasing:
+    """How reports state one label. Templates fill slots such as {side} and {lobe}.
+
+    `positive`, `negative_sentences` and `uncertain_sentences` are whole sentences; `uncertain`
+    and `negated` are bare noun phrases that hedges ("possible ...") and negations ("no ..., ...
+    or ...") wrap, alone or in lists.
+    """
+
+    positive: tuple[str, ...]
+    uncertain: tuple[str, ...] = ()
+    negated: tuple[str, ...] = ()
+    negative_sentences: tuple[str, ...] = ()
+    uncertain_sentences: tuple[str, ...] = ()
+
+
+_PHRASINGS: dict[str, _Phrasing] = {
+    "Support Devices": _Phrasing(
+        positive=(
+            "{side}-sided PICC with tip in the low SVC",
+            "endotracheal tube terminates {depth} above the carina",
+            "nasogastric tube courses below the diaphragm with the tip in the stomach",
+            "{side} internal jugular central venous catheter with tip at the cavoatrial junction",
+            "left chest wall pacemaker with leads in the right atrium and right ventricle",
+            "{side} chest tube in place",
+        ),
+        uncertain_sentences=("possible retained catheter fragment in the {side} chest",),
+        negative_sentences=(
+            "the endotracheal tube has been removed",
+            "interval removal of the nasogastric tube",
+            "the {side} PICC has been removed",
+        ),
+    ),
+    "Lung Opacity": _Phrasing(
+        positive=(
+            "patchy opacity in the {lobe}",
+            "bibasilar opacities",
+            "hazy {lobe} opacification",
+            "increased interstitial markings",
+        ),
+        uncertain=("faint opacity at the {side} lung base", "subtle {lobe} opacity"),
+        negated=("focal opacity", "focal airspace opacity"),
+    ),
+    "Consolidation": _Phrasing(
+        positive=(
+            "patchy {lobe} consolidation",
+            "focal consolidation in the {lobe}",
+            "dense retrocardiac consolidation",
+        ),
+        uncertain=(
+            "focal consolidation at the {side} base",
+            "small area of consolidation in the {lobe}",
+        ),
+        negated=("focal consolidation", "consolidation"),
+    ),
+    "Pneumonia": _Phrasing(
+        positive=(
+            "{lobe} pneumonia",
+            "findings are consistent with {lobe} pneumonia",
+            "multifocal pneumonia",
+        ),
+        uncertain=(
+            "early pneumonia", "{lobe} pneumonia", "aspiration pneumonia", "infectious process",
+        ),
+        negated=("pneumonia",),
+        negative_sentences=("interval resolution of the {lobe} pneumonia",),
+    ),
+    "Atelectasis": _Phrasing(
+        positive=(
+            "{degree} bibasilar atelectasis",
+            "subsegmental atelectasis at the {side} lung base",
+            "plate-like atelectasis in the {side} mid lung",
+            "{lobe} collapse",
+        ),
+        uncertain=("subsegmental atelectasis at the {side} base", "{side} basilar atelectasis"),
+        negated=("atelectasis",),
+    ),
+    "Edema": _Phrasing(
+        positive=(
+            "{degree} pulmonary edema",
+            "{degree} interstitial pulmonary edema",
+            "pulmonary vascular congestion with {degree} interstitial edema",
+            "findings are consistent with {degree} congestive heart failure",
+        ),
+        uncertain=(
+            "mild pulmonary edema", "mild interstitial edema", "pulmonary vascular congestion",
+        ),
+        negated=("pulmonary edema", "pulmonary vascular congestion"),
+    ),
+    "Lung Lesion": _Phrasing(
+        positive=(
+            "a {nodule} nodule in the {lobe}",
+            "a spiculated mass in the {lobe}",
+            "multiple pulmonary nodules",
+        ),
+        uncertain=("{nodule} nodule in the {lobe}", "small nodule in the {lobe}"),
+        negated=("suspicious pulmonary nodule", "pulmonary mass"),
+    ),
+    "Pleural Effusion": _Phrasing(
+        positive=(
+            "{size} {side} pleural effusion",
+            "{size} bilateral pleural effusions",
+            "there is a layering {side} pleural effusion",
+            "a {size} {side} effusion is present",
+        ),
+        uncertain=("small {side} pleural effusion", "trace {side} effusion"),
+        negated=("pleural effusion", "effusion"),
+        negative_sentences=("the previously seen {side} pleural effusion has resolved",),
+    ),
+    "Pneumothorax": _Phrasing(
+        positive=("{size} {side} apical pneumothorax", "there is a {size} {side} pneumothorax"),
+        uncertain=("tiny {side} apical pneumothorax", "small {side} pneumothorax"),
+        negated=("pneumothorax",),
+        negative_sentences=("the {side} pneumothorax has resolved",),
+    ),
+    "Pleural Other": _Phrasing(
+        positive=("{side} apical pleural thickening", "calcified pleural plaques"),
+        uncertain=("pleural thickening at the {side} apex",),
+        negated=("pleural thickening",),
+    ),
+    "Cardiomegaly": _Phrasing(
+        positive=(
+            "{degree} cardiomegaly",
+            "the heart is {degree}ly enlarged",
+            "the cardiac silhouette is enlarged",
+            "{degree} enlargement of the cardiac silhouette",
+        ),
+        uncertain=("mild cardiomegaly",),
+        negated=("cardiomegaly",),
+        negative_sentences=(
+            "heart size is normal",
+            "the heart is normal in size",
+            "normal heart size",
+            "the cardiac silhouette is within normal limits",
+            "the heart is not enlarged",
+        ),
+        uncertain_sentences=(
+            "heart size is stable",
+            "stable heart size",
+            "the cardiac silhouette is unchanged",
+            "heart size is top normal",
+            "borderline cardiomegaly",
+            "the heart is stable in size",
+        ),
+    ),
+    "Enlarged Cardiomediastinum": _Phrasing(
+        positive=(
+            "the mediastinum is widened",
+            "widened mediastinum",
+            "enlarged cardiomediastinal silhouette",
+        ),
+        uncertain=("mediastinal widening",),
+        negated=("mediastinal widening",),
+        negative_sentences=(
+            "the mediastinal contours are normal",
+            "normal cardiomediastinal silhouette",
+            "the cardiomediastinal silhouette is unremarkable",
+        ),
+        uncertain_sentences=(
+            "stable cardiomediastinal silhouette",
+            "the mediastinal contours are unchanged",
+            "the cardiomediastinal silhouette is stable",
+        ),
+    ),
+    "Fracture": _Phrasing(
+        positive=(
+            "acute fracture of the {side} {rib} rib",
+            "healed {side} rib fractures",
+            "nondisplaced fracture of the {side} posterior {rib} rib",
+        ),
+        uncertain=("nondisplaced fracture of the {side} {rib} rib",),
+        negated=("displaced rib fracture", "acute rib fracture"),
+    ),
+}
+
+# One sentence for two labels of the same status, used when both hold.
+_PAIRED_SENTENCES: dict[tuple[str, str, float], tuple[str, ...]] = {
+    ("Lung Opacity", "Pneumonia", LABEL_POSITIVE): (
+        "patchy opacity in the {lobe} consistent with pneumonia",
+        "{lobe} opacity compatible with pneumonia",
+    ),
+    ("Pleural Effusion", "Atelectasis", LABEL_POSITIVE): (
+        "{size} {side} pleural effusion with adjacent atelectasis",
+    ),
+    ("Cardiomegaly", "Edema", LABEL_POSITIVE): (
+        "{degree} cardiomegaly with pulmonary vascular congestion",
+    ),
+    ("Cardiomegaly", "Enlarged Cardiomediastinum", LABEL_NEGATIVE): (
+        "heart size and mediastinal contours are normal",
+        "the heart size and cardiomediastinal silhouette are normal",
+        "normal heart size and mediastinal contours",
+    ),
+    ("Cardiomegaly", "Enlarged Cardiomediastinum", LABEL_UNCERTAIN): (
+        "heart size and mediastinal contours are stable",
+        "stable heart size and mediastinal contours",
+    ),
+}
+
+_HEDGES = ("possible {}", "cannot exclude {}", "{} cannot be excluded", "questionable {}")
+_PAIRED_HEDGES = ("possible {} or {}", "{} versus {}", "cannot exclude {} or {}")
+_NEGATIONS = ("no {}", "there is no {}", "no evidence of {}", "{} is not seen")
+_LISTED_NEGATIONS = ("no {}", "there is no {}", "no evidence of {}")
+
+# Anatomical reading order of a findings section: devices, lungs, pleura, heart, bones.
+_FINDINGS_ORDER = (
+    "Support Devices", "Lung Opacity", "Consolidation", "Pneumonia", "Atelectasis", "Edema",
+    "Lung Lesion", "Pleural Effusion", "Pneumothorax", "Pleural Other", "Cardiomegaly",
+    "Enlarged Cardiomediastinum", "Fracture",
+)
+_LUNG_FINDINGS = (
+    "Lung Opacity", "Consolidation", "Pneumonia", "Atelectasis", "Edema", "Lung Lesion",
+)
+
+_LOBES = ("right lower lobe", "left lower lobe", "right upper lobe", "left upper lobe",
+          "right middle lobe")
+_RIBS = ("fourth", "fifth", "sixth", "seventh", "eighth", "ninth")
+_NODULE_SIZES = ("6 mm", "8 mm", "1.2 cm", "1.5 cm", "2.3 cm")
+
+
+def _pick(rng: np.random.Generator, options: tuple[str, ...]) -> str:
+    return options[int(rng.integers(len(options)))]
+
+
+def _draw_slots(rng: np.random.Generator) -> dict[str, str]:
+    """One study's side, size, lobe ...: shared by all its findings, so they tell one story."""
+    return {
+        "side": _pick(rng, ("right", "left")),
+        "size": _pick(rng, ("small", "moderate", "large")),
+        "degree": _pick(rng, ("mild", "moderate", "severe")),
+        "lobe": _pick(rng, _LOBES),
+        "rib": _pick(rng, _RIBS),
+        "depth": f"{int(rng.integers(2, 7))} cm",
+        "nodule": _pick(rng, _NODULE_SIZES),
+    }
+
+
+def _sentence(text: str) -> str:
+    return text[0].upper() + text[1:] + "."
+
+
+def _listed(phrases: list[str]) -> str:
+    if len(phrases) == 1:
+        return phrases[0]
+    if len(phrases) == 2:
+        return f"{phrases[0]} or {phrases[1]}"
+    return ", ".join(phrases[:-1]) + f", or {phrases[-1]}"
+
+
+@dataclass(frozen=True)
+class StudyDetails:
+    """What one study's reports say about each stated label, shared by findings and impression.
+
+    Every label stated in `labels` appears once: in a sentence of its own or shared with another
+    label (`sentences`, keyed by the labels it states), or as a noun phrase that each text wraps
+    in its own hedge (`hedged`) or negation list (`negated`). Side, size, lobe and device are
+    fixed here, so the impression repeats what the findings describe.
+    """
+
+    labels: dict[str, float | None]
+    sentences: dict[tuple[str, ...], str]
+    hedged: dict[str, str]
+    negated: dict[str, str]
+
+
+def sample_details(labels: dict[str, float | None], rng: np.random.Generator) -> StudyDetails:
+    """Draw the wording and the facts (side, size, lobe, device ...) of every stated label."""
+    if labels["No Finding"] != no_finding(labels):
+        raise ValueError(
+            f"No Finding is {labels['No Finding']} but the other labels make it "
+            f"{no_finding(labels)}; a report cannot state both"
+        )
+    stated = {label: labels[label] for label in _FINDINGS_ORDER if labels[label] is not None}
+    slots = _draw_slots(rng)
+    sentences: dict[tuple[str, ...], str] = {}
+    for (first, second, status), templates in _PAIRED_SENTENCES.items():
+        if stated.get(first) == status and stated.get(second) == status and rng.random() < 0.6:
+            sentences[first, second] = _pick(rng, templates).format(**slots)
+            del stated[first], stated[second]
+    hedged: dict[str, str] = {}
+    negated: dict[str, str] = {}
+    for label, status in stated.items():
+        phrasing = _PHRASINGS[label]
+        if status == LABEL_POSITIVE:
+            sentences[label,] = _pick(rng, phrasing.positive).format(**slots)
+        elif status == LABEL_UNCERTAIN:
+            if phrasing.uncertain_sentences and (not phrasing.uncertain or rng.random() < 0.7):
+                sentences[label,] = _pick(rng, phrasing.uncertain_sentences).format(**slots)
+            else:
+                hedged[label] = _pick(rng, phrasing.uncertain).format(**slots)
+        elif phrasing.negative_sentences and (not phrasing.negated or rng.random() < 0.4):
+            sentences[label,] = _pick(rng, phrasing.negative_sentences).format(**slots)
+        else:
+            negated[label] = _pick(rng, phrasing.negated)
+    return StudyDetails(dict(labels), sentences, hedged, negated)
+
+
+@dataclass(frozen=True)
+class _Statement:
+    text: str
+    labels: tuple[str, ...]
+    status: float
+
+
+def _shuffled_groups(
+    phrases: dict[str, str], rng: np.random.Generator, largest: int
+) -> list[tuple[str, ...]]:
+    order = [list(phrases)[i] for i in rng.permutation(len(phrases))]
+    groups = []
+    while order:
+        size = int(rng.integers(1, largest + 1))
+        groups.append(tuple(order[:size]))
+        order = order[size:]
+    return groups
+
+
+def _statements(details: StudyDetails, rng: np.random.Generator) -> list[_Statement]:
+    """One sentence per stated label, pair of labels, or hedged / negated list, worded at random."""
+    statements = [
+        _Statement(text, stated, details.labels[stated[0]])
+        for stated, text in details.sentences.items()
+    ]
+    for group in _shuffled_groups(details.hedged, rng, largest=2):
+        frame = _pick(rng, _HEDGES if len(group) == 1 else _PAIRED_HEDGES)
+        text = frame.format(*(details.hedged[label] for label in group))
+        statements.append(_Statement(text, group, LABEL_UNCERTAIN))
+    for group in _shuffled_groups(details.negated, rng, largest=3):
+        frame = _pick(rng, _NEGATIONS if len(group) == 1 else _LISTED_NEGATIONS)
+        text = frame.format(_listed([details.negated[label] for label in group]))
+        statements.append(_Statement(text, group, LABEL_NEGATIVE))
+    return statements
+
+
+def _details_for(
+    labels: dict[str, float | None], rng: np.random.Generator, details: StudyDetails | None
+) -> StudyDetails:
+    if details is None:
+        return sample_details(labels, rng)
+    if details.labels != labels:
+        raise ValueError(
+            f"study details were sampled for labels {details.labels}, not for {labels}"
+        )
+    return details
+
+
+def _anatomical_position(statement: _Statement) -> int:
+    return min(_FINDINGS_ORDER.index(label) for label in statement.labels)
+
+
+def _is_about_devices(statement: _Statement) -> bool:
+    return "Support Devices" in statement.labels
+
+
+def write_findings(
+    labels: dict[str, float | None],
+    rng: np.random.Generator,
+    details: StudyDetails | None = None,
+) -> str:
+    """A FINDINGS paragraph, in anatomical order, that `label_report` reads back as `labels`."""
+    details = _details_for(labels, rng, details)
+    statements = sorted(_statements(details, rng), key=_anatomical_position)
+    sentences = [statement.text for statement in statements]
+    lungs_free = not any(_is_present(labels[label]) for label in _LUNG_FINDINGS)
+    after_devices = sum(1 for statement in statements if _is_about_devices(statement))
+    if lungs_free and (not sentences or rng.random() < 0.6):
+        sentences.insert(after_devices, "the lungs are clear")
+    elif not _is_present(labels["Atelectasis"]) and rng.random() < 0.3:
+        sentences.insert(after_devices, "the lungs are well expanded")
+    if not _is_present(labels["Fracture"]) and rng.random() < 0.3:
+        sentences.append("no acute osseous abnormality")
+    return " ".join(_sentence(sentence) for sentence in sentences)
+
+
+def write_impression(
+    labels: dict[str, float | None],
+    rng: np.random.Generator,
+    details: StudyDetails | None = None,
+) -> str:
+    """An IMPRESSION, most important first and sometimes numbered, stating exactly `labels`."""
+    details = _details_for(labels, rng, details)
+    rank = {LABEL_POSITIVE: 0, LABEL_UNCERTAIN: 1, LABEL_NEGATIVE: 2}
+    statements = sorted(
+        _statements(details, rng),
+        key=lambda s: (_is_about_devices(s), rank[s.status], _anatomical_position(s)),
+    )
+    sentences = [statement.text for statement in statements]
+    if labels["No Finding"] == LABEL_POSITIVE and (not sentences or rng.random() < 0.7):
+        sentences.insert(0, _pick(rng, ("no acute cardiopulmonary process",
+                                        "no acute intrathoracic process")))
+    if len(sentences) > 1 and rng.random() < 0.4:
+        return "\n".join(f"{n}. {_sentence(s)}" for n, s in enumerate(sentences, start=1))
+    return " ".join(_sentence(sentence) for sentence in sentences)
+
+
+# ---------------------------------------------------------------------------------------------
+# Whole reports
+
+# Edge cases of real MIMIC-CXR reports. The labelled section (impression > findings > last
+# paragraph) lands ~83% / ~12% / ~5% of the time, as in the real data.
+REPORT_LAYOUTS: tuple[str, ...] = (
+    "standard",
+    "impression_only",
+    "findings_only",
+    "no_findings_header",
+    "addendum_on_top",
+    "wet_read",
+    "misspelled_header",
+    "findings_in_last_paragraph",
+)
+_LAYOUT_WEIGHTS = (0.62, 0.10, 0.12, 0.04, 0.03, 0.03, 0.01, 0.05)
+_LABELLED_BY_FINDINGS = ("findings_only", "findings_in_last_paragraph")
+# Misspellings the official section splitter maps back to "impression".
+_MISSPELLED_IMPRESSION = ("IMPRESSON", "IMPRESION", "IMPESSION")
+
+
+@dataclass(frozen=True)
+class ReportParts:
+    """The free-text parts of one report and the layout that arranges them."""
+
+    indication: str
+    comparison: str
+    findings: str
+    impression: str
+    layout: str
+
+
+def write_report_parts(
+    labels: dict[str, float | None], rng: np.random.Generator, layout: str | None = None
+) -> ReportParts:
+    """Every part of one report stating `labels`; the layout is drawn when not given."""
+    if layout is None:
+        layout = REPORT_LAYOUTS[int(rng.choice(len(REPORT_LAYOUTS), p=_LAYOUT_WEIGHTS))]
+    elif layout not in REPORT_LAYOUTS:
+        raise ValueError(f"unknown report layout {layout!r}; expected one of {REPORT_LAYOUTS}")
+    reason = _pick(rng, ("shortness of breath", "fever and cough", "chest pain", "hypoxia",
+                         "worsening dyspnea", "cough, evaluate for pneumonia"))
+    comparison = _pick(rng, ("___.", "Chest radiograph from ___.", "None.",
+                             "Prior chest radiographs ___ and ___."))
+    details = sample_details(labels, rng)
+    return ReportParts(
+        indication=f"___-year-old {_pick(rng, ('man', 'woman'))} with {reason}.",
+        comparison=comparison,
+        findings=write_findings(labels, rng, details),
+        impression=write_impression(labels, rng, details),
+        layout=layout,
+    )
+
+
+def labelled_text(parts: ReportParts) -> str:
+    """The part the official section rule labels (impression > findings > last paragraph)."""
+    return parts.findings if parts.layout in _LABELLED_BY_FINDINGS else parts.impression
+
+
+_WIDTH = 78
+_RULE = " " + "_" * _WIDTH
+_BLANK = " "
+
+
+def _title(title: str) -> str:
+    return " " * 33 + title
+
+
+def _paragraph(text: str, header: str | None = None) -> list[str]:
+    """Lines of one paragraph, each led by one space, wrapped at the report width."""
+    lines = []
+    for line in text.split("\n"):
+        if header is not None:
+            line, header = f"{header}:  {line}", None
+        lines.extend(" " + chunk for chunk in textwrap.wrap(
+            line, width=_WIDTH - 1, break_long_words=False, break_on_hyphens=False,
+        ))
+    return lines
+
+
+def _section(header: str, text: str) -> list[str]:
+    return [f" {header}:", _BLANK, *_paragraph(text), _BLANK]
+
+
+def compose_report(parts: ReportParts, rng: np.random.Generator) -> str:
+    """The full MIMIC-CXR style report text of `parts`, arranged by `parts.layout`."""
+    portable = rng.random() < 0.4
+    examination = "CHEST (PORTABLE AP)" if portable else "CHEST (PA AND LAT)"
+    technique = "Single frontal view of the chest." if portable else "Chest PA and lateral."
+    layout = parts.layout
+    lines: list[str] = []
+    if layout == "addendum_on_top":
+        lines += [_title("FINAL ADDENDUM"), *_paragraph(
+            "The findings were discussed with Dr. ___ by telephone at ___ on ___.", "ADDENDUM"),
+            _BLANK, _RULE]
+    elif layout == "wet_read":
+        clock = f"{int(rng.integers(1, 13))}:{int(rng.integers(60)):02d} {_pick(rng, ('AM', 'PM'))}"
+        lines += [f" WET READ: ___ ___ {clock}", *_paragraph(parts.impression), _RULE]
+    lines += [_title("FINAL REPORT"), *_paragraph(examination, "EXAMINATION"), _BLANK,
+              *_paragraph(parts.indication, "INDICATION"), _BLANK,
+              *_paragraph(technique, "TECHNIQUE"), _BLANK,
+              *_paragraph(parts.comparison, "COMPARISON"), _BLANK]
+    if layout in ("no_findings_header", "findings_in_last_paragraph"):
+        lines += [*_paragraph(parts.findings), _BLANK]
+    elif layout != "impression_only":
+        lines += _section("FINDINGS", parts.findings)
+    if layout == "misspelled_header":
+        lines += _section(_pick(rng, _MISSPELLED_IMPRESSION), parts.impression)
+    elif layout not in _LABELLED_BY_FINDINGS:
+        lines += _section("IMPRESSION", parts.impression)
+    return "\n".join(lines).rstrip() + "\n"

@@ -1,0 +1,74 @@
+"""One declared Arrow schema per table, shared by writers, readers, asset metadata and tests."""
+
+from __future__ import annotations
+
+import dagster as dg
+import pyarrow as pa
+
+from cpo_pipeline.radiology.chexpert import CHEXPERT_LABELS
+
+_IDS = [pa.field("subject_id", pa.int64(), nullable=False),
+        pa.field("study_id", pa.int64(), nullable=False)]
+LABEL_FIELDS = [pa.field(name, pa.float32()) for name in CHEXPERT_LABELS]
+
+CXR_STUDIES = pa.schema(
+    [
+        *_IDS,
+        pa.field("split", pa.string(), nullable=False),
+        pa.field("n_images", pa.int32(), nullable=False),
+        pa.field("dicom_id", pa.string(), nullable=False),
+        pa.field("view_position", pa.string()),
+        pa.field("lateral_only", pa.bool_(), nullable=False),
+        pa.field("study_datetime", pa.timestamp("ms")),
+        pa.field("visit_index", pa.int32(), nullable=False),
+        pa.field("stage", pa.int32(), nullable=False),
+        pa.field("report_path", pa.string()),
+    ]
+)
+
+INGEST_REJECTS = pa.schema(
+    [
+        pa.field("stage", pa.string(), nullable=False),
+        pa.field("path", pa.string(), nullable=False),
+        pa.field("reason", pa.string(), nullable=False),
+        pa.field("subject_id", pa.int64()),
+        pa.field("study_id", pa.int64()),
+        pa.field("dicom_id", pa.string()),
+    ]
+)
+
+TABLES: dict[str, pa.Schema] = {
+    "cxr_studies": CXR_STUDIES,
+    "ingest_rejects": INGEST_REJECTS,
+}
+
+
+class SchemaMismatchError(ValueError):
+    pass
+
+
+def conform(table: pa.Table, name: str) -> pa.Table:
+    """Order and cast `table` to the declared schema of table `name` (if it has one).
+
+    Missing or undeclared columns are an error naming both sets: silently dropping or inventing
+    columns is how data contracts rot.
+    """
+    schema = TABLES.get(name)
+    if schema is None:
+        return table
+    missing = [n for n in schema.names if n not in table.column_names]
+    extra = [n for n in table.column_names if n not in schema.names]
+    if missing or extra:
+        raise SchemaMismatchError(
+            f"table {name!r} does not match its declared schema: missing {missing}, undeclared {extra}"
+        )
+    try:
+        return table.select(schema.names).cast(schema)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
+        raise SchemaMismatchError(f"table {name!r}: cannot cast to declared schema: {error}") from error
+
+
+def table_schema_metadata(schema: pa.Schema) -> dg.TableSchema:
+    return dg.TableSchema(
+        columns=[dg.TableColumn(name=f.name, type=str(f.type)) for f in schema]
+    )

@@ -1,0 +1,78 @@
+"""Where tables and artifacts live under the data root, atomic Parquet writes, content hashing."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+TABLES_DIRNAME = "tables"
+_HASH_CHUNK = 1 << 20
+
+
+def table_path(data_root: Path, asset_key: Sequence[str], partition_key: str | None = None) -> Path:
+    """`<data_root>/tables/<key>/…/<name>.parquet`, or `…/<name>/<partition>.parquet` per partition."""
+    base = Path(data_root, TABLES_DIRNAME, *asset_key)
+    if partition_key is None:
+        return base.with_name(base.name + ".parquet")
+    return base / f"{partition_key}.parquet"
+
+
+@contextmanager
+def atomic_target(path: Path) -> Iterator[Path]:
+    """Yield a temp path beside `path`; on success it is renamed over `path`, so readers never
+    see half a file and a crash leaves the old file in place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_parquet(table: pa.Table, path: Path) -> None:
+    """Write `table` to `path` atomically (zstd-compressed Parquet)."""
+    with atomic_target(path) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+
+
+def read_parquet(path: Path) -> pa.Table:
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{path} does not exist: materialize the upstream asset first "
+            "(e.g. `dagster asset materialize -m cpo_pipeline.definitions --select '*'`)"
+        )
+    return pq.read_table(path)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def table_fingerprint(table: pa.Table) -> str:
+    """A content hash of a table (schema and values), independent of chunking and of file layout."""
+    digest = hashlib.sha256()
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table.combine_chunks())
+    digest.update(sink.getvalue())
+    return digest.hexdigest()
+
+
+def frame_version(frame: pd.DataFrame) -> str:
+    """`table_fingerprint` of a DataFrame, as written (no index)."""
+    return table_fingerprint(pa.Table.from_pandas(frame, preserve_index=False))

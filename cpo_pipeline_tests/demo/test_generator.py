@@ -1,0 +1,144 @@
+import gzip
+import zipfile
+
+import numpy as np
+import pandas as pd
+import pydicom
+import pytest
+from PIL import Image
+
+from cpo_pipeline import layout
+from cpo_pipeline.demo.generator import DemoConfig, plan_demo, write_demo_tree
+from cpo_pipeline.ingestion.sections import extract_sections
+from cpo_pipeline.radiology.chexpert import CHEXPERT_LABELS
+from cpo_pipeline.radiology.labeller import label_report
+
+DIGITAL_XRAY_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.1"
+
+
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mimic")
+    write_demo_tree(root, DemoConfig(patients=30, seed=11))
+    return root
+
+
+def _table(root, name):
+    return pd.read_csv(root / f"{name}.gz", dtype=str, keep_default_na=False)
+
+
+def test_writes_exactly_the_documented_tables_and_columns(tree):
+    expected = {
+        layout.RECORD_LIST: layout.RECORD_LIST_COLUMNS,
+        layout.STUDY_LIST: layout.STUDY_LIST_COLUMNS,
+        layout.METADATA: layout.METADATA_COLUMNS,
+        layout.SPLIT: layout.SPLIT_COLUMNS,
+        layout.CHEXPERT: layout.LABEL_COLUMNS,
+        layout.NEGBIO: layout.LABEL_COLUMNS,
+    }
+    assert sorted(p.name for p in tree.iterdir() if p.is_file() and not p.name.startswith(".")) == sorted(
+        f"{name}.gz" for name in expected
+    )
+    for name, columns in expected.items():
+        with gzip.open(tree / f"{name}.gz", "rt") as handle:
+            assert handle.readline().strip().split(",") == list(columns), name
+
+
+def test_every_listed_path_exists_in_the_mimic_layout(tree):
+    records = _table(tree, layout.RECORD_LIST)
+    for row in records.itertuples():
+        assert row.path == f"files/p{row.subject_id[:2]}/p{row.subject_id}/s{row.study_id}/{row.dicom_id}.dcm"
+        assert (tree / row.path).is_file()
+        assert layout.DICOM_ID_PATTERN.fullmatch(row.dicom_id)
+    studies = _table(tree, layout.STUDY_LIST)
+    for row in studies.itertuples():
+        assert row.path == f"files/p{row.subject_id[:2]}/p{row.subject_id}/s{row.study_id}.txt"
+        assert (tree / row.path).is_file()
+    assert all(layout.SUBJECT_ID_PATTERN.fullmatch(s) for s in studies["subject_id"])
+    assert all(layout.STUDY_ID_PATTERN.fullmatch(s) for s in studies["study_id"])
+    assert set(records["study_id"]) == set(studies["study_id"])
+
+
+def test_dicoms_read_back_and_agree_with_the_metadata_table(tree):
+    metadata = _table(tree, layout.METADATA).set_index("dicom_id")
+    records = _table(tree, layout.RECORD_LIST)
+    photometrics = set()
+    for row in records.itertuples():
+        dataset = pydicom.dcmread(tree / row.path)
+        meta = metadata.loc[row.dicom_id]
+        assert dataset.SOPClassUID == DIGITAL_XRAY_FOR_PRESENTATION
+        assert dataset.Modality == "DX"
+        assert dataset.SOPInstanceUID.startswith("2.25.")
+        assert dataset.PatientID == row.subject_id
+        assert dataset.ViewPosition == meta["ViewPosition"]
+        assert (str(dataset.Rows), str(dataset.Columns)) == (meta["Rows"], meta["Columns"])
+        assert dataset.StudyDate == meta["StudyDate"]
+        assert dataset.BitsAllocated == 16
+        assert dataset.pixel_array.shape == (dataset.Rows, dataset.Columns)
+        photometrics.add(dataset.PhotometricInterpretation)
+    assert photometrics == {"MONOCHROME1", "MONOCHROME2"}
+
+
+def test_label_tables_agree_with_the_report_text_under_the_chexpert_rules(tree):
+    labels = _table(tree, layout.CHEXPERT)
+    reports = _table(tree, layout.STUDY_LIST).set_index("study_id")
+    assert len(labels) > 0
+    for row in labels.to_dict("records"):
+        text = (tree / reports.loc[row["study_id"], "path"]).read_text(encoding="utf-8")
+        labelled = extract_sections(text).labelled_text
+        expected = {name: float(row[name]) if row[name] else None for name in CHEXPERT_LABELS}
+        assert label_report(labelled) == expected, row["study_id"]
+
+
+def test_splits_are_patient_disjoint_and_cover_all_three(tree):
+    split = _table(tree, layout.SPLIT)
+    per_patient = split.groupby("subject_id")["split"].nunique()
+    assert per_patient.max() == 1
+    assert set(split["split"]) == set(layout.SPLITS)
+
+
+def test_studies_follow_the_real_view_mix_and_timeline(tree):
+    metadata = _table(tree, layout.METADATA)
+    views = metadata.groupby("study_id")["ViewPosition"].apply(lambda v: tuple(sorted(v)))
+    assert set(views) <= {("LATERAL", "PA"), ("LL", "PA"), ("AP",), ("LATERAL",)}
+    assert {("LATERAL", "PA"), ("AP",)} <= set(views)
+    dates = metadata.drop_duplicates("study_id").astype({"StudyDate": int})
+    assert dates["StudyDate"].between(21000101, 22001231).all()
+    assert metadata.groupby("subject_id")["study_id"].nunique().max() > 1
+
+
+def test_same_seed_gives_identical_bytes_and_another_seed_differs(tmp_path):
+    first, second, other = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    write_demo_tree(first, DemoConfig(patients=4, seed=5))
+    write_demo_tree(second, DemoConfig(patients=4, seed=5))
+    write_demo_tree(other, DemoConfig(patients=4, seed=6))
+    files = sorted(p.relative_to(first) for p in first.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(second) for p in second.rglob("*") if p.is_file())
+    for relative in files:
+        assert (first / relative).read_bytes() == (second / relative).read_bytes(), relative
+    assert (first / f"{layout.METADATA}.gz").read_bytes() != (other / f"{layout.METADATA}.gz").read_bytes()
+
+
+def test_plan_is_deterministic_and_pixel_free():
+    assert plan_demo(DemoConfig(patients=6, seed=2)) == plan_demo(DemoConfig(patients=6, seed=2))
+
+
+def test_jpg_release_has_jpgs_tables_and_a_reports_archive_but_no_dicom_lists(tmp_path):
+    summary = write_demo_tree(tmp_path, DemoConfig(patients=5, seed=3, release="jpg"))
+    jpgs = sorted(tmp_path.rglob("*.jpg"))
+    assert len(jpgs) == summary.images
+    assert not list(tmp_path.rglob("*.dcm")) and not list(tmp_path.rglob("*.txt"))
+    assert not (tmp_path / f"{layout.RECORD_LIST}.gz").exists()
+    with Image.open(jpgs[0]) as image:
+        assert image.mode == "L" and image.format == "JPEG"
+    with zipfile.ZipFile(tmp_path / "mimic-cxr-reports.zip") as archive:
+        names = archive.namelist()
+    studies = _table(tmp_path, layout.METADATA)["study_id"].unique()
+    assert len(names) == len(studies) == summary.studies
+
+
+def test_realistic_size_images_are_2500_to_3100_pixels():
+    patients = plan_demo(DemoConfig(patients=3, seed=1, realistic_size=True))
+    sides = np.array([(i.rows, i.cols) for p in patients for s in p.studies for i in s.images])
+    assert sides[:, 0].min() >= 2500 and sides[:, 0].max() < 3100
+    assert (sides[:, 1] < sides[:, 0]).all()
