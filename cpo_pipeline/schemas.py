@@ -11,18 +11,67 @@ _IDS = [pa.field("subject_id", pa.int64(), nullable=False),
         pa.field("study_id", pa.int64(), nullable=False)]
 LABEL_FIELDS = [pa.field(name, pa.float32()) for name in CHEXPERT_LABELS]
 
+CXR_IMAGES = pa.schema(
+    [
+        pa.field("dicom_id", pa.string(), nullable=False),
+        *_IDS,
+        pa.field("source_path", pa.string(), nullable=False),
+        pa.field("source_sha256", pa.string(), nullable=False),
+        pa.field("rows", pa.int32(), nullable=False),
+        pa.field("cols", pa.int32(), nullable=False),
+        pa.field("photometric_interpretation", pa.string()),
+        pa.field("transfer_syntax_uid", pa.string()),
+        pa.field("bits_stored", pa.int32()),
+        pa.field("view_position", pa.string()),
+        pa.field("image_path", pa.string(), nullable=False),
+        pa.field("image_sha256", pa.string(), nullable=False),
+        pa.field("width", pa.int32(), nullable=False),
+        pa.field("height", pa.int32(), nullable=False),
+        pa.field("recipe", pa.string(), nullable=False),
+        pa.field("split", pa.string(), nullable=False),
+    ]
+)
+
+CXR_REPORTS = pa.schema(
+    [
+        *_IDS,
+        pa.field("report_path", pa.string(), nullable=False),
+        pa.field("raw_text", pa.string(), nullable=False),
+        pa.field("findings", pa.string()),
+        pa.field("impression", pa.string()),
+        pa.field("indication", pa.string()),
+        pa.field("comparison", pa.string()),
+        pa.field("last_paragraph", pa.string()),
+        pa.field("labelled_section", pa.string()),
+        pa.field("findings_text", pa.string(), nullable=False),
+    ]
+)
+
+CXR_LABELS = pa.schema(
+    [
+        pa.field("subject_id", pa.int64()),  # null for the radiologist test-set file
+        pa.field("study_id", pa.int64(), nullable=False),
+        *LABEL_FIELDS,
+        pa.field("label_source", pa.string(), nullable=False),
+    ]
+)
+
 CXR_STUDIES = pa.schema(
     [
         *_IDS,
         pa.field("split", pa.string(), nullable=False),
-        pa.field("n_images", pa.int32(), nullable=False),
         pa.field("dicom_id", pa.string(), nullable=False),
         pa.field("view_position", pa.string()),
         pa.field("lateral_only", pa.bool_(), nullable=False),
+        pa.field("n_images", pa.int32(), nullable=False),
+        pa.field("image_path", pa.string(), nullable=False),
+        pa.field("findings_text", pa.string(), nullable=False),
+        pa.field("findings_source", pa.string(), nullable=False),
+        *LABEL_FIELDS,
+        pa.field("label_source", pa.string()),
         pa.field("study_datetime", pa.timestamp("ms")),
         pa.field("visit_index", pa.int32(), nullable=False),
         pa.field("stage", pa.int32(), nullable=False),
-        pa.field("report_path", pa.string()),
     ]
 )
 
@@ -38,6 +87,9 @@ INGEST_REJECTS = pa.schema(
 )
 
 TABLES: dict[str, pa.Schema] = {
+    "cxr_images": CXR_IMAGES,
+    "cxr_reports": CXR_REPORTS,
+    "cxr_labels": CXR_LABELS,
     "cxr_studies": CXR_STUDIES,
     "ingest_rejects": INGEST_REJECTS,
 }

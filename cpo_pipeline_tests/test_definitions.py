@@ -5,6 +5,9 @@ from cpo_pipeline.definitions import defs
 # The asset graph is part of the interface: a rename or a lost dependency must fail loudly here.
 EXPECTED_GRAPH = {
     "mimic_cxr_source": [],
+    "cxr_images": ["mimic_cxr_source"],
+    "cxr_reports": ["mimic_cxr_source"],
+    "cxr_labels": ["mimic_cxr_source"],
     "cxr_studies": ["mimic_cxr_source"],
     "ingest_rejects": ["mimic_cxr_source"],
 }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import math
 
 import dagster as dg
@@ -30,4 +31,19 @@ def sample_table(frame: pd.DataFrame, rows: int = 10, max_chars: int = 160) -> d
                 cell = cell[: max_chars - 1] + "…"
             cells[str(column)] = cell
         records.append(dg.TableRecord(cells))
-    return dg.MetadataValue.table(records=records)
+    schema = dg.TableSchema(columns=[dg.TableColumn(str(c)) for c in head.columns])
+    return dg.MetadataValue.table(records=records, schema=schema)
+
+
+def markdown_table(frame: pd.DataFrame) -> dg.MarkdownMetadataValue:
+    """A small frame (counts, prevalences) as a Markdown table, index included."""
+    header = [str(frame.index.name or ""), *map(str, frame.columns)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for index, row in frame.iterrows():
+        lines.append("| " + " | ".join([str(index), *(str(_cell(v)) for v in row)]) + " |")
+    return dg.MetadataValue.md("\n".join(lines))
+
+
+def png_markdown(png: bytes, alt: str) -> dg.MarkdownMetadataValue:
+    """An image shown inline in the Dagster UI (Markdown with a data URI)."""
+    return dg.MetadataValue.md(f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})")

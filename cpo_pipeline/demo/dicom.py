@@ -207,7 +207,9 @@ def _code_item(code: Code) -> Dataset:
 
 def _check_image(path: Path, pixels: np.ndarray, photometric: str, bits_stored: int) -> None:
     if photometric not in PHOTOMETRIC_INTERPRETATIONS:
-        raise ValueError(f"{path}: photometric {photometric!r}, expected {PHOTOMETRIC_INTERPRETATIONS}")
+        raise ValueError(
+            f"{path}: photometric {photometric!r}, expected {PHOTOMETRIC_INTERPRETATIONS}"
+        )
     if not 12 <= bits_stored <= 16:
         raise ValueError(f"{path}: bits_stored {bits_stored}, expected 12..16")
     if pixels.ndim != 2 or pixels.dtype != np.uint16:

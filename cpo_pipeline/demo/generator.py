@@ -140,7 +140,7 @@ def _plan_study(
         portable=shape == ("AP",),
         labels=labels,
         parts=parts,
-        report=compose_report(parts, rng),
+        report=compose_report(parts, rng, portable=shape == ("AP",)),
         images=images,
         has_label_row=rng.random() >= _MISSING_LABEL_ROW_SHARE,
     )

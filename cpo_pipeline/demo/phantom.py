@@ -34,6 +34,7 @@ the same patient whatever the labels: toggling one finding changes only that fin
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -219,7 +220,8 @@ def _severities(findings: Mapping[str, float | None]) -> dict[str, _Severity]:
     for name, value in findings.items():
         if name not in known:
             raise ValueError(f"finding {name!r}: expected a CheXpert label, one of {sorted(known)}")
-        if value is None or value != value or value == 0.0 or name == "No Finding":
+        blank = value is None or (isinstance(value, float) and math.isnan(value))
+        if blank or value == 0.0 or name == "No Finding":
             continue
         if value not in (1.0, -1.0):
             raise ValueError(f"finding {name!r} = {value!r}: expected 1.0, 0.0, -1.0 or None")
@@ -344,7 +346,7 @@ def _stroke(
     """
     rows, cols = layer.shape
     margin = width * grid.pixels_per_unit + 3
-    for (x0, y0), (x1, y1) in zip(points, points[1:]):
+    for (x0, y0), (x1, y1) in itertools.pairwise(points):
         (r0, c0), (r1, c1) = grid.pixel_of(x0, y0), grid.pixel_of(x1, y1)
         top, bottom = max(0, int(min(r0, r1) - margin)), min(rows, int(max(r0, r1) + margin) + 1)
         left, right = max(0, int(min(c0, c1) - margin)), min(cols, int(max(c0, c1) + margin) + 1)
@@ -383,6 +385,7 @@ def _trunk(grid: _Grid, half_width: float, centre_x: float, shoulder_y: float) -
 def _lung(
     grid: _Grid,
     side: int,
+    *,
     medial: np.ndarray | float,
     wall: np.ndarray,
     floor: np.ndarray,
@@ -393,7 +396,9 @@ def _lung(
 ) -> _Lung:
     along = side * grid.x
     wall_gap, floor_gap = wall - along, floor - grid.y
-    inside = np.minimum(np.minimum(wall_gap, floor_gap), np.minimum(along - medial, grid.y - apex_y))
+    inside = np.minimum(
+        np.minimum(wall_gap, floor_gap), np.minimum(along - medial, grid.y - apex_y)
+    )
     return _Lung(
         side=side,
         mask=_inside(inside, grid.edge),
@@ -416,6 +421,7 @@ def _lung_profile(grid: _Grid, apex_y: float, sulcus_y: float) -> np.ndarray:
 def _rib_cage(
     grid: _Grid,
     side: int,
+    *,
     first_y: float,
     spacing: float,
     bend: tuple[float, float],
@@ -446,7 +452,7 @@ def _radial_streaks(
     angle = np.clip((np.arctan2(dy, dx) + math.pi) * (spokes / (2 * math.pi)), 0.0, spokes - 1e-3)
     radius = np.clip(np.sqrt(dx * dx + dy * dy) * (rings / reach), 0.0, rings - 1.001)
     coarse = rng.standard_normal((spokes + 1) * rings, dtype=np.float32)
-    coarse[spokes * rings:] = coarse[:rings]  # the angle wraps around
+    coarse[spokes * rings :] = coarse[:rings]  # the angle wraps around
     a0, r0 = np.floor(angle), np.floor(radius)
     wa, wr = angle - a0, radius - r0
     # One flat take is several times faster than 2-D fancy indexing.
@@ -466,7 +472,9 @@ def _vascular_markings(
         distance = np.sqrt(dx * dx + dy * dy)
         vessels = np.clip(_radial_streaks(grid, lung.hilum, rng), 0.0, None) ** 2
         # Vessels emerge from under the hilar shadow rather than converging to a visible point.
-        vessels *= 0.06 * np.exp(distance * (-1 / 0.45)) * np.clip((distance - 0.05) / 0.2, 0.0, 1.0)
+        vessels *= (
+            0.06 * np.exp(distance * (-1 / 0.45)) * np.clip((distance - 0.05) / 0.2, 0.0, 1.0)
+        )
         hilar_shadow = 0.14 * _blob(grid, lung.hilum, 0.13, 1.5)
         markings = markings + (vessels + hilar_shadow) * lung.mask
     return markings
@@ -475,63 +483,119 @@ def _vascular_markings(
 def _frontal_anatomy(grid: _Grid, body: _Body, rng: np.random.Generator) -> _Anatomy:
     x, y = grid.x, grid.y
     half_width, medial = body.thorax_half_width, body.mediastinum_half_width
-    sulcus_y = body.dome_y + 0.2
     magnification = 1.08 if body.view == "AP" else 1.0
     heart_half_width = body.cardiothoracic_ratio * half_width * magnification
     heart_centre = (0.3 * heart_half_width, body.dome_y - 0.06)
+    # Growing about a point inside it, a larger heart always covers the smaller one.
     heart = _ellipse(grid, heart_centre, (heart_half_width, 0.9 * heart_half_width))
     aortic_knob = _ellipse(grid, (medial - 0.02, body.apex_y + 0.45), (0.07, 0.06))
-
-    wall = medial + (half_width - medial) * _lung_profile(grid, body.apex_y, sulcus_y)
-    lungs = []
-    for side in (-1, 1):
-        dome = body.dome_y - (body.right_dome_rise if side < 0 else 0.0)
-        across = np.clip((side * x - medial) / (half_width - medial), 0.0, 1.0)
-        # The dome peaks just medial of mid-hemithorax and falls steeply into the costophrenic angle.
-        rise = np.where(across > 0.45, ((across - 0.45) / 0.55) ** 2, 0.3 * ((0.45 - across) / 0.45) ** 2)
-        floor = dome + 0.2 * rise
-        hilum = (side * 0.3 * half_width, body.apex_y + 0.55 * (dome - body.apex_y) - 0.03 * side)
-        lungs.append(_lung(grid, side, medial, wall, floor, hilum, body.apex_y, dome + 0.2,
-                           (medial, half_width)))
-    lungs = tuple(lungs)
+    lungs = _frontal_lungs(grid, body)
     lung_field = lungs[0].mask + lungs[1].mask
-    air = lung_field * (1.0 - 0.88 * np.maximum(heart, aortic_knob))
-
-    spacing = (sulcus_y - body.apex_y) / 9.0
-    visibility = 0.4 + 0.6 * lung_field
-    ribs = tuple(
-        _rib_cage(grid, side, body.apex_y - 0.05, spacing, (0.25, 0.5), (0.05, half_width + 0.05),
-                  0.075, visibility)
-        for side in (-1, 1)
-    )
-    bone = ribs[0].density + ribs[1].density
-    for side in (-1, 1):  # anterior ribs: fainter, sloping down toward the sternum
-        bone += _rib_cage(grid, side, body.apex_y + 0.25, spacing, (0.45, 0.0),
-                          (0.3, half_width + 0.05), 0.035, visibility).density
-    bone += 0.05 * _inside(0.06 - np.abs(x), grid.edge) * (0.7 + 0.3 * np.cos(y * (2 * math.pi / 0.12)))
-    # AP films project the clavicles higher (lordotic tilt of the beam).
-    clavicle_y = body.apex_y + (0.16 if body.view == "PA" else 0.08)
-    for side in (-1, 1):
-        _stroke(bone, grid, _curve([(side * 0.06, clavicle_y + 0.06), (side * 0.4, clavicle_y),
-                                    (side * 0.8, clavicle_y - 0.1)]), 0.055, 0.1)
+    ribs, bone = _frontal_skeleton(grid, body, visibility=0.4 + 0.6 * lung_field)
 
     carina_y = lungs[0].hilum[1] - 0.12
     trachea = _inside(0.035 - np.abs(x), grid.edge) * _inside(carina_y - y, grid.edge)
     stomach = (0.45 * half_width, body.dome_y + 0.13)
     bubble = _ellipse(grid, stomach, (0.1, 0.055)) if body.gastric_bubble else 0.0
-    density = _trunk(grid, half_width + 0.3, 0.0, body.apex_y) + bone - 0.1 * trachea - 0.12 * bubble
+    soft_tissue = _trunk(grid, half_width + 0.3, 0.0, body.apex_y)
     mottle = _smooth_noise(rng, x.shape, 40)
-    landmarks = _Landmarks(
-        neck=(0.0, -1.3),
-        carina=(0.0, carina_y),
-        superior_vena_cava=(-0.7 * medial, body.apex_y + 0.5),
-        right_atrium=(heart_centre[0] - 0.7 * heart_half_width, heart_centre[1] - 0.05),
-        right_ventricle=(heart_centre[0] + 0.4 * heart_half_width, heart_centre[1] + 0.1),
-        stomach=stomach,
-        subclavian=((-0.55, clavicle_y + 0.08), (0.55, clavicle_y + 0.08)),
+    clavicle_y = _clavicle_y(body)
+    return _Anatomy(
+        grid=grid,
+        density=soft_tissue + bone - 0.1 * trachea - 0.12 * bubble,
+        air=lung_field * (1.0 - 0.88 * np.maximum(heart, aortic_knob)),
+        markings=_vascular_markings(grid, lungs, mottle, rng),
+        mottle=mottle,
+        lungs=lungs,
+        ribs=ribs,
+        landmarks=_Landmarks(
+            neck=(0.0, -1.3),
+            carina=(0.0, carina_y),
+            superior_vena_cava=(-0.7 * medial, body.apex_y + 0.5),
+            right_atrium=(heart_centre[0] - 0.7 * heart_half_width, heart_centre[1] - 0.05),
+            right_ventricle=(heart_centre[0] + 0.4 * heart_half_width, heart_centre[1] + 0.1),
+            stomach=stomach,
+            subclavian=((-0.55, clavicle_y + 0.08), (0.55, clavicle_y + 0.08)),
+        ),
     )
-    return _Anatomy(grid, density, air, _vascular_markings(grid, lungs, mottle, rng), mottle,
-                    lungs, ribs, landmarks)
+
+
+def _frontal_lungs(grid: _Grid, body: _Body) -> tuple[_Lung, _Lung]:
+    """The right lung (image left) and the left lung (image right), either side of the mediastinum."""
+    half_width, medial = body.thorax_half_width, body.mediastinum_half_width
+    sulcus_y = body.dome_y + 0.2
+    wall = medial + (half_width - medial) * _lung_profile(grid, body.apex_y, sulcus_y)
+    lungs = []
+    for side in (-1, 1):
+        dome = body.dome_y - (body.right_dome_rise if side < 0 else 0.0)
+        across = np.clip((side * grid.x - medial) / (half_width - medial), 0.0, 1.0)
+        # The dome peaks just medial of mid-hemithorax and falls steeply into the costophrenic angle.
+        rise = np.where(
+            across > 0.45, ((across - 0.45) / 0.55) ** 2, 0.3 * ((0.45 - across) / 0.45) ** 2
+        )
+        hilum = (side * 0.3 * half_width, body.apex_y + 0.55 * (dome - body.apex_y) - 0.03 * side)
+        lungs.append(
+            _lung(
+                grid,
+                side,
+                medial=medial,
+                wall=wall,
+                floor=dome + 0.2 * rise,
+                hilum=hilum,
+                apex_y=body.apex_y,
+                sulcus_y=dome + 0.2,
+                extent=(medial, half_width),
+            )
+        )
+    return lungs[0], lungs[1]
+
+
+def _clavicle_y(body: _Body) -> float:
+    # AP films project the clavicles higher (lordotic tilt of the beam).
+    return body.apex_y + (0.16 if body.view == "PA" else 0.08)
+
+
+def _frontal_skeleton(
+    grid: _Grid, body: _Body, visibility: np.ndarray
+) -> tuple[tuple[_Ribs, _Ribs], np.ndarray]:
+    """Posterior ribs (returned for fractures), plus their bone density with anterior ribs, spine
+    and clavicles."""
+    half_width = body.thorax_half_width
+    spacing = (body.dome_y + 0.2 - body.apex_y) / 9.0
+    posterior = tuple(
+        _rib_cage(
+            grid,
+            side,
+            first_y=body.apex_y - 0.05,
+            spacing=spacing,
+            bend=(0.25, 0.5),
+            span=(0.05, half_width + 0.05),
+            density=0.075,
+            visibility=visibility,
+        )
+        for side in (-1, 1)
+    )
+    bone = posterior[0].density + posterior[1].density
+    for side in (-1, 1):  # anterior ribs: fainter, sloping down toward the sternum
+        anterior = _rib_cage(
+            grid,
+            side,
+            first_y=body.apex_y + 0.25,
+            spacing=spacing,
+            bend=(0.45, 0.0),
+            span=(0.3, half_width + 0.05),
+            density=0.035,
+            visibility=visibility,
+        )
+        bone += anterior.density
+    vertebrae = 0.7 + 0.3 * np.cos(grid.y * (2 * math.pi / 0.12))
+    bone += 0.05 * _inside(0.06 - np.abs(grid.x), grid.edge) * vertebrae
+    clavicle_y = _clavicle_y(body)
+    for side in (-1, 1):
+        sternal_end, shaft = (side * 0.06, clavicle_y + 0.06), (side * 0.4, clavicle_y)
+        acromial_end = (side * 0.8, clavicle_y - 0.1)
+        _stroke(bone, grid, _curve([sternal_end, shaft, acromial_end]), 0.055, 0.1)
+    return posterior, bone
 
 
 def _lateral_anatomy(grid: _Grid, body: _Body, rng: np.random.Generator) -> _Anatomy:
@@ -540,52 +604,73 @@ def _lateral_anatomy(grid: _Grid, body: _Body, rng: np.random.Generator) -> _Ana
     half_depth = 0.8 * body.thorax_half_width
     sulcus_y = body.dome_y + 0.25
     width = half_depth * _lung_profile(grid, body.apex_y, sulcus_y)
-    # A wide mediastinum fills the retrosternal clear space.
-    anterior = -width + 2.5 * (body.mediastinum_half_width - _NORMAL_MEDIASTINUM)
     across = np.clip((x + half_depth) / (2 * half_depth), 0.0, 1.0)
-    floor = body.dome_y + 0.05 + 0.4 * (across - 0.3) ** 2
     hilum = (0.05, body.apex_y + 0.55 * (body.dome_y - body.apex_y))
-    lung = _lung(grid, 1, anterior, width, floor, hilum, body.apex_y, sulcus_y,
-                 (-half_depth, half_depth))
-
+    lung = _lung(
+        grid,
+        1,
+        # A wide mediastinum fills the retrosternal clear space.
+        medial=-width + 2.5 * (body.mediastinum_half_width - _NORMAL_MEDIASTINUM),
+        wall=width,
+        floor=body.dome_y + 0.05 + 0.4 * (across - 0.3) ** 2,
+        hilum=hilum,
+        apex_y=body.apex_y,
+        sulcus_y=sulcus_y,
+        extent=(-half_depth, half_depth),
+    )
     heart_depth = body.cardiothoracic_ratio * 1.1 * half_depth
     heart_centre = (-half_depth + 0.9 * heart_depth, body.dome_y - 0.02)
-    # Growing about a point inside it, a larger heart always covers the smaller one.
     heart = _ellipse(grid, heart_centre, (heart_depth, 1.1 * heart_depth))
-    air = lung.mask * (1.0 - 0.88 * heart)
 
-    visibility = 0.4 + 0.6 * lung.mask
-    ribs = (_rib_cage(grid, 1, body.apex_y + 0.1, (sulcus_y - body.apex_y) / 9.0, (0.3, 0.0),
-                      (-half_depth, half_depth + 0.1), 0.06, visibility),)
+    ribs = _rib_cage(
+        grid,
+        1,
+        first_y=body.apex_y + 0.1,
+        spacing=(sulcus_y - body.apex_y) / 9.0,
+        bend=(0.3, 0.0),
+        span=(-half_depth, half_depth + 0.1),
+        density=0.06,
+        visibility=0.4 + 0.6 * lung.mask,
+    )
     vertebrae = np.abs(np.mod(y, 0.12) - 0.06) < 0.048
     spine = _inside(0.1 - np.abs(x - half_depth - 0.16), grid.edge) * vertebrae
     spine *= _inside(y - body.apex_y + 0.2, grid.edge)  # the neck is narrower than the chest
     sternum = _inside(0.025 - np.abs(x + half_depth + 0.06), grid.edge)
     sternum *= _inside(np.minimum(y - body.apex_y - 0.25, body.dome_y - y), grid.edge)
-    bone = ribs[0].density + 0.13 * spine + 0.08 * sternum
-
     stomach = (-0.1, body.dome_y + 0.22)
     bubble = _ellipse(grid, stomach, (0.1, 0.05)) if body.gastric_bubble else 0.0
-    density = _trunk(grid, half_depth + 0.35, 0.08, body.apex_y) + bone - 0.12 * bubble
+    soft_tissue = _trunk(grid, half_depth + 0.35, 0.08, body.apex_y)
     mottle = _smooth_noise(rng, x.shape, 40)
-    landmarks = _Landmarks(
-        neck=(-0.2, -1.3),
-        carina=(0.05, hilum[1] - 0.08),
-        superior_vena_cava=(-0.15, body.apex_y + 0.5),
-        right_atrium=(heart_centre[0] + 0.2, heart_centre[1] - 0.1),
-        right_ventricle=(heart_centre[0] - 0.3 * heart_depth, heart_centre[1] + 0.1),
-        stomach=stomach,
-        subclavian=((-0.5, body.apex_y + 0.2), (-0.45, body.apex_y + 0.25)),
+    return _Anatomy(
+        grid=grid,
+        density=soft_tissue + ribs.density + 0.13 * spine + 0.08 * sternum - 0.12 * bubble,
+        air=lung.mask * (1.0 - 0.88 * heart),
+        markings=_vascular_markings(grid, (lung,), mottle, rng),
+        mottle=mottle,
+        lungs=(lung,),
+        ribs=(ribs,),
+        landmarks=_Landmarks(
+            neck=(-0.2, -1.3),
+            carina=(0.05, hilum[1] - 0.08),
+            superior_vena_cava=(-0.15, body.apex_y + 0.5),
+            right_atrium=(heart_centre[0] + 0.2, heart_centre[1] - 0.1),
+            right_ventricle=(heart_centre[0] - 0.3 * heart_depth, heart_centre[1] + 0.1),
+            stomach=stomach,
+            subclavian=((-0.5, body.apex_y + 0.2), (-0.45, body.apex_y + 0.25)),
+        ),
     )
-    return _Anatomy(grid, density, air, _vascular_markings(grid, (lung,), mottle, rng), mottle,
-                    (lung,), ribs, landmarks)
 
 
 def _composite(anatomy: _Anatomy, film: _Film) -> np.ndarray:
     aerated = anatomy.air * (1.0 - np.clip(film.opacity, 0.0, 1.0))
     visible_markings = anatomy.markings * aerated * (1.0 - film.lucency)
-    return (anatomy.density + film.overlay + visible_markings
-            - _LUNG_AIR * aerated - _PLEURAL_AIR * film.lucency)
+    return (
+        anatomy.density
+        + film.overlay
+        + visible_markings
+        - _LUNG_AIR * aerated
+        - _PLEURAL_AIR * film.lucency
+    )
 
 
 def _expose(density: np.ndarray, grid: _Grid, exposure: _Exposure) -> np.ndarray:
@@ -611,8 +696,12 @@ def _lung_point(
     for _ in range(64):
         x = lung.side * rng.uniform(lung.medial_x, lung.lateral_x)
         y = lung.apex_y + rng.uniform(*heights) * (lung.sulcus_y - lung.apex_y)
-        row, col = (int(round(v)) for v in grid.pixel_of(x, y))
-        if 0 <= row < rows and 0 <= col < cols and lung.mask[row, col] * anatomy.air[row, col] > 0.9:
+        row, col = (round(v) for v in grid.pixel_of(x, y))
+        if (
+            0 <= row < rows
+            and 0 <= col < cols
+            and lung.mask[row, col] * anatomy.air[row, col] > 0.9
+        ):
             return x, y
     return lung.hilum
 
@@ -627,8 +716,9 @@ def _widen_mediastinum(body: _Body, severity: _Severity, rng: np.random.Generato
     return replace(body, mediastinum_half_width=body.mediastinum_half_width * factor)
 
 
-def _paint_atelectasis(anatomy: _Anatomy, film: _Film, severity: _Severity,
-                       rng: np.random.Generator) -> None:
+def _paint_atelectasis(
+    anatomy: _Anatomy, film: _Film, severity: _Severity, rng: np.random.Generator
+) -> None:
     grid, lung = anatomy.grid, _pick_lung(anatomy, rng)
     cx, cy = _lung_point(anatomy, lung, (0.6, 0.85), rng)
     angle = rng.uniform(-0.35, 0.35)
@@ -644,8 +734,9 @@ def _paint_atelectasis(anatomy: _Anatomy, film: _Film, severity: _Severity,
     film.opacity += severity.amplitude * (0.9 * band + volume_loss) * lung.mask
 
 
-def _paint_consolidation(anatomy: _Anatomy, film: _Film, severity: _Severity,
-                         rng: np.random.Generator) -> None:
+def _paint_consolidation(
+    anatomy: _Anatomy, film: _Film, severity: _Severity, rng: np.random.Generator
+) -> None:
     lung = _pick_lung(anatomy, rng)
     centre = _lung_point(anatomy, lung, (0.25, 0.85), rng)
     radius = rng.uniform(0.15, 0.24) * severity.size * (1.0 + 0.2 * anatomy.mottle)
@@ -653,8 +744,9 @@ def _paint_consolidation(anatomy: _Anatomy, film: _Film, severity: _Severity,
     film.opacity += severity.amplitude * 0.85 * patch * (0.9 + 0.1 * anatomy.mottle) * lung.mask
 
 
-def _paint_pneumonia(anatomy: _Anatomy, film: _Film, severity: _Severity,
-                     rng: np.random.Generator) -> None:
+def _paint_pneumonia(
+    anatomy: _Anatomy, film: _Film, severity: _Severity, rng: np.random.Generator
+) -> None:
     lung = _pick_lung(anatomy, rng)
     centre = _lung_point(anatomy, lung, (0.45, 0.9), rng)
     radius = rng.uniform(0.18, 0.28) * severity.size * (1.0 + 0.25 * anatomy.mottle)
@@ -663,32 +755,36 @@ def _paint_pneumonia(anatomy: _Anatomy, film: _Film, severity: _Severity,
     film.opacity += severity.amplitude * 0.8 * patch * patchy * lung.mask
 
 
-def _paint_lung_opacity(anatomy: _Anatomy, film: _Film, severity: _Severity,
-                        rng: np.random.Generator) -> None:
+def _paint_lung_opacity(
+    anatomy: _Anatomy, film: _Film, severity: _Severity, rng: np.random.Generator
+) -> None:
     lung = _pick_lung(anatomy, rng)
     centre = _lung_point(anatomy, lung, (0.2, 0.85), rng)
     haze = _blob(anatomy.grid, centre, rng.uniform(0.22, 0.32) * severity.size, 1.5)
     film.opacity += severity.amplitude * 0.55 * haze * lung.mask
 
 
-def _paint_edema(anatomy: _Anatomy, film: _Film, severity: _Severity,
-                 rng: np.random.Generator) -> None:
+def _paint_edema(
+    anatomy: _Anatomy, film: _Film, severity: _Severity, rng: np.random.Generator
+) -> None:
     radius = rng.uniform(0.42, 0.55) * severity.size
     for lung in anatomy.lungs:
         haze = _blob(anatomy.grid, lung.hilum, radius, 1.2) * (0.8 + 0.2 * anatomy.mottle)
         film.opacity += severity.amplitude * 0.55 * haze * lung.mask
 
 
-def _paint_lung_lesion(anatomy: _Anatomy, film: _Film, severity: _Severity,
-                       rng: np.random.Generator) -> None:
+def _paint_lung_lesion(
+    anatomy: _Anatomy, film: _Film, severity: _Severity, rng: np.random.Generator
+) -> None:
     lung = _pick_lung(anatomy, rng)
     centre = _lung_point(anatomy, lung, (0.1, 0.8), rng)
     nodule = _blob(anatomy.grid, centre, rng.uniform(0.04, 0.09) * severity.size, 0.15)
     film.opacity += severity.amplitude * 0.9 * nodule * lung.mask
 
 
-def _paint_pleural_effusion(anatomy: _Anatomy, film: _Film, severity: _Severity,
-                            rng: np.random.Generator) -> None:
+def _paint_pleural_effusion(
+    anatomy: _Anatomy, film: _Film, severity: _Severity, rng: np.random.Generator
+) -> None:
     bilateral = len(anatomy.lungs) > 1 and rng.random() < 0.3
     lungs = anatomy.lungs if bilateral else (_pick_lung(anatomy, rng),)
     for lung in lungs:
@@ -699,8 +795,9 @@ def _paint_pleural_effusion(anatomy: _Anatomy, film: _Film, severity: _Severity,
         film.opacity += severity.amplitude * fluid * lung.mask
 
 
-def _paint_pleural_other(anatomy: _Anatomy, film: _Film, severity: _Severity,
-                         rng: np.random.Generator) -> None:
+def _paint_pleural_other(
+    anatomy: _Anatomy, film: _Film, severity: _Severity, rng: np.random.Generator
+) -> None:
     grid, lung = anatomy.grid, _pick_lung(anatomy, rng)
     top = lung.apex_y + rng.uniform(0.15, 0.35) * (lung.sulcus_y - lung.apex_y)
     bottom = top + rng.uniform(0.35, 0.5) * (lung.sulcus_y - lung.apex_y)
@@ -710,8 +807,9 @@ def _paint_pleural_other(anatomy: _Anatomy, film: _Film, severity: _Severity,
     film.opacity += severity.amplitude * rind
 
 
-def _paint_pneumothorax(anatomy: _Anatomy, film: _Film, severity: _Severity,
-                        rng: np.random.Generator) -> None:
+def _paint_pneumothorax(
+    anatomy: _Anatomy, film: _Film, severity: _Severity, rng: np.random.Generator
+) -> None:
     grid, lung = anatomy.grid, _pick_lung(anatomy, rng)
     gap = rng.uniform(0.07, 0.14) * severity.size
     upper = np.clip((lung.hilum[1] + 0.1 - grid.y) / 0.3, 0.0, 1.0)
@@ -721,8 +819,9 @@ def _paint_pneumothorax(anatomy: _Anatomy, film: _Film, severity: _Severity,
     film.overlay += 0.12 * severity.amplitude * pleural_line
 
 
-def _paint_fracture(anatomy: _Anatomy, film: _Film, severity: _Severity,
-                    rng: np.random.Generator) -> None:
+def _paint_fracture(
+    anatomy: _Anatomy, film: _Film, severity: _Severity, rng: np.random.Generator
+) -> None:
     ribs = anatomy.ribs[int(rng.integers(len(anatomy.ribs)))]
     rib = int(rng.integers(3, 8))
     lung = anatomy.lungs[0]
@@ -732,15 +831,16 @@ def _paint_fracture(anatomy: _Anatomy, film: _Film, severity: _Severity,
     film.overlay -= severity.amplitude * ribs.density * broken
 
 
-def _paint_support_devices(anatomy: _Anatomy, film: _Film, severity: _Severity,
-                           rng: np.random.Generator) -> None:
+def _paint_support_devices(
+    anatomy: _Anatomy, film: _Film, severity: _Severity, rng: np.random.Generator
+) -> None:
     grid, marks = anatomy.grid, anatomy.landmarks
     brightness = 0.35 * severity.amplitude
     wanted = rng.random(5) < (0.55, 0.45, 0.55, 0.2, 0.3)
     if not wanted.any():
         wanted[rng.integers(5)] = True
     if severity == _UNCERTAIN:  # only the first of the devices, fainter
-        wanted[np.argmax(wanted) + 1:] = False
+        wanted[np.argmax(wanted) + 1 :] = False
     endotracheal, nasogastric, central_line, pacemaker, ecg = wanted
     devices = np.zeros_like(grid.x)
     if endotracheal:
@@ -754,8 +854,9 @@ def _paint_support_devices(anatomy: _Anatomy, film: _Film, severity: _Severity,
         entry = marks.subclavian[int(rng.integers(2))]
         bend = (0.5 * entry[0], entry[1] + 0.02)
         tip = (marks.superior_vena_cava[0], marks.superior_vena_cava[1] + rng.uniform(0.0, 0.2))
-        _stroke(devices, grid, _curve([entry, bend, marks.superior_vena_cava, tip]), 0.01,
-                brightness)
+        _stroke(
+            devices, grid, _curve([entry, bend, marks.superior_vena_cava, tip]), 0.01, brightness
+        )
     if pacemaker:
         pocket = marks.subclavian[1]
         box = (pocket[0] + 0.05, pocket[1] + 0.02)
@@ -765,11 +866,18 @@ def _paint_support_devices(anatomy: _Anatomy, film: _Film, severity: _Severity,
     if ecg:
         for _ in range(int(rng.integers(2, 5))):
             electrode = (rng.uniform(-0.7, 0.7), rng.uniform(-0.8, -0.3))
-            ring = _ellipse(grid, electrode, (0.035, 0.035)) - _ellipse(grid, electrode, (0.02, 0.02))
+            ring = _ellipse(grid, electrode, (0.035, 0.035)) - _ellipse(
+                grid, electrode, (0.02, 0.02)
+            )
             devices = np.maximum(devices, brightness * ring)
             wire_end = (electrode[0] + rng.uniform(-0.4, 0.4), -1.3)
-            _stroke(devices, grid, _curve([electrode, (electrode[0], -1.0), wire_end]), 0.006,
-                    0.6 * brightness)
+            _stroke(
+                devices,
+                grid,
+                _curve([electrode, (electrode[0], -1.0), wire_end]),
+                0.006,
+                0.6 * brightness,
+            )
     film.overlay += devices
 
 

@@ -629,9 +629,9 @@ def _section(header: str, text: str) -> list[str]:
     return [f" {header}:", _BLANK, *_paragraph(text), _BLANK]
 
 
-def compose_report(parts: ReportParts, rng: np.random.Generator) -> str:
-    """The full MIMIC-CXR style report text of `parts`, arranged by `parts.layout`."""
-    portable = rng.random() < 0.4
+def compose_report(parts: ReportParts, rng: np.random.Generator, *, portable: bool = False) -> str:
+    """The full MIMIC-CXR style report text of `parts`, arranged by `parts.layout`; `portable`
+    names the examination a portable AP film instead of PA and lateral, to match the images."""
     examination = "CHEST (PORTABLE AP)" if portable else "CHEST (PA AND LAT)"
     technique = "Single frontal view of the chest." if portable else "Chest PA and lateral."
     layout = parts.layout

@@ -10,6 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from cpo_pipeline import layout
+from cpo_pipeline.ingestion.source import MimicSource
 
 ID_FORMATS: dict[str, tuple[re.Pattern[str], str]] = {
     "subject_id": (layout.SUBJECT_ID_PATTERN, "8 digits starting with 1"),
@@ -96,3 +97,123 @@ def rejects_frame(rejects: Sequence[Reject]) -> pd.DataFrame:
     for column in ("subject_id", "study_id"):
         frame[column] = frame[column].astype("Int64")
     return frame
+
+
+_IMAGE_IDS = ("dicom_id", "subject_id", "study_id")
+_IMAGE_INDEX_COLUMNS = ("dicom_id", "subject_id", "study_id", "source_path", "ViewPosition",
+                        "StudyDate", "StudyTime", "split")
+
+
+def read_table(
+    source: MimicSource, name: str, required: Sequence[str], id_columns: Sequence[str]
+) -> tuple[pd.DataFrame | None, list[Reject]]:
+    """Index table `name` from the source with validated ids; (None, []) when it is absent."""
+    path = source.find_table(name)
+    if path is None:
+        return None, []
+    return validate_ids(read_index_table(path, required), path, f"index:{name}", id_columns)
+
+
+def _require(source: MimicSource, name: str) -> Path:
+    path = source.find_table(name)
+    if path is None:
+        raise IndexTableError(
+            f"{name}(.gz) not found in {[str(r) for r in source.roots]}: it ships with the "
+            "MIMIC-CXR-JPG release; put it in MIMIC_CXR_ROOT or MIMIC_CXR_JPG_ROOT"
+        )
+    return path
+
+
+def _reject_rows(frame: pd.DataFrame, mask: pd.Series, stage: str, path: str,
+                 reasons: pd.Series | str) -> list[Reject]:
+    reasons = reasons if isinstance(reasons, pd.Series) else pd.Series(reasons, index=frame.index)
+    return [
+        Reject(stage, path, reasons[index], int(row.subject_id), int(row.study_id), row.dicom_id)
+        for index, row in zip(frame.index[mask], frame.loc[mask].itertuples(), strict=True)
+    ]
+
+
+def _disagreement(left: pd.DataFrame, right: pd.DataFrame, left_name: str,
+                  right_name: str) -> tuple[pd.Series, pd.Series]:
+    """Rows whose subject or study id differ between two tables joined on dicom_id."""
+    differs = (left["subject_id"] != right["subject_id"]) | (left["study_id"] != right["study_id"])
+    reasons = (
+        f"ids disagree between files: {left_name} says subject "
+        + left["subject_id"].astype(str) + " study " + left["study_id"].astype(str)
+        + f", {right_name} says subject " + right["subject_id"].astype(str)
+        + " study " + right["study_id"].astype(str)
+    )
+    return differs.fillna(False), reasons
+
+
+def read_image_index(source: MimicSource) -> tuple[pd.DataFrame, pd.DataFrame | None, list[Reject]]:
+    """Every usable listed image with its view, date, split and absolute source path; the
+    study list (report paths) when present; and a reject for every row that cannot be used.
+
+    With a DICOM root and `cxr-record-list`, images are the record list's `.dcm` files; otherwise
+    (the JPG release) they are the metadata table's images as `.jpg` under the JPG root.
+    """
+    metadata_path, split_path = _require(source, layout.METADATA), _require(source, layout.SPLIT)
+    metadata, rejects = read_table(source, layout.METADATA, layout.METADATA_COLUMNS, _IMAGE_IDS)
+    split, split_rejects = read_table(source, layout.SPLIT, layout.SPLIT_COLUMNS, _IMAGE_IDS)
+    records, record_rejects = read_table(
+        source, layout.RECORD_LIST, layout.RECORD_LIST_COLUMNS, _IMAGE_IDS
+    )
+    study_list, study_rejects = read_table(
+        source, layout.STUDY_LIST, layout.STUDY_LIST_COLUMNS, ("subject_id", "study_id")
+    )
+    rejects += split_rejects + record_rejects + study_rejects
+
+    if source.dicom_root is not None and records is not None:
+        listed_name, root = str(source.find_table(layout.RECORD_LIST)), source.dicom_root
+        listed = records.drop_duplicates("dicom_id")
+        expected = ("files/p" + listed["subject_id"].astype(str).str[:2] + "/p"
+                    + listed["subject_id"].astype(str) + "/s" + listed["study_id"].astype(str)
+                    + "/" + listed["dicom_id"] + ".dcm")
+        bad_path = listed["path"].str.strip() != expected
+        rejects += _reject_rows(listed, bad_path, "index:record-list", listed_name,
+                                "path " + listed["path"].map(repr) + " disagrees with its ids")
+        listed = listed.loc[~bad_path]
+    else:
+        if source.jpg_root is None:
+            raise IndexTableError(
+                f"no {layout.RECORD_LIST}(.gz) in the DICOM root and no JPG root: set "
+                "MIMIC_CXR_ROOT to the DICOM release or MIMIC_CXR_JPG_ROOT to the JPG release"
+            )
+        listed_name, root = str(metadata_path), source.jpg_root
+        listed = metadata[list(_IMAGE_IDS)].drop_duplicates("dicom_id")
+        listed = listed.assign(path=[
+            layout.image_relpath(s, t, d, "jpg")
+            for s, t, d in zip(listed["subject_id"], listed["study_id"], listed["dicom_id"])
+        ])
+
+    joined = listed.merge(metadata.drop_duplicates("dicom_id"), on="dicom_id", how="left",
+                          suffixes=("", "_meta"), indicator=True)
+    no_metadata = joined["_merge"] == "left_only"
+    rejects += _reject_rows(joined, no_metadata, "index:metadata", str(metadata_path),
+                            "image has no row in the metadata table")
+    differs, reasons = _disagreement(
+        joined[["subject_id", "study_id"]],
+        joined[["subject_id_meta", "study_id_meta"]].set_axis(["subject_id", "study_id"], axis=1),
+        Path(listed_name).name, Path(metadata_path).name,
+    )
+    differs &= ~no_metadata
+    rejects += _reject_rows(joined, differs, "index:metadata", str(metadata_path), reasons)
+    joined = joined.loc[~no_metadata & ~differs].drop(columns=["_merge", "subject_id_meta",
+                                                               "study_id_meta"])
+
+    joined = joined.merge(split.drop_duplicates("dicom_id"), on="dicom_id", how="left",
+                          suffixes=("", "_split"))
+    no_split = joined["split"].isna() | ~joined["split"].isin(layout.SPLITS)
+    rejects += _reject_rows(joined, no_split, "index:split", str(split_path),
+                            "image has no valid split row (train, validate or test)")
+    differs, reasons = _disagreement(
+        joined[["subject_id", "study_id"]],
+        joined[["subject_id_split", "study_id_split"]].set_axis(["subject_id", "study_id"], axis=1),
+        Path(listed_name).name, Path(split_path).name,
+    )
+    differs &= ~no_split
+    rejects += _reject_rows(joined, differs, "index:split", str(split_path), reasons)
+    images = joined.loc[~no_split & ~differs].copy()
+    images["source_path"] = [str(root / p) for p in images["path"].str.strip()]
+    return images[list(_IMAGE_INDEX_COLUMNS)].reset_index(drop=True), study_list, rejects

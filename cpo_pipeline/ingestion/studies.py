@@ -6,14 +6,7 @@ import numpy as np
 import pandas as pd
 
 from cpo_pipeline import layout
-from cpo_pipeline.ingestion.index import (
-    IndexTableError,
-    Reject,
-    read_index_table,
-    rejects_frame,
-    validate_ids,
-)
-from cpo_pipeline.ingestion.source import MimicSource
+from cpo_pipeline.radiology.chexpert import CHEXPERT_LABELS
 
 # PA > AP > any other non-lateral view; laterals only when the study has nothing else.
 _VIEW_RANK = {"PA": 0, "AP": 1}
@@ -69,54 +62,39 @@ def time_stages(frame: pd.DataFrame, n_stages: int) -> pd.Series:
     return (ranks * n_stages // max(len(frame), 1)).astype("int32")
 
 
-def read_validated(source: MimicSource, name: str, required: tuple[str, ...],
-                   id_columns: tuple[str, ...]) -> tuple[pd.DataFrame | None, list[Reject]]:
-    """Read index table `name` from the source (None if absent) with id validation."""
-    path = source.find_table(name)
-    if path is None:
-        return None, []
-    return validate_ids(read_index_table(path, required), path, f"index:{name}", id_columns)
+
+STUDY_COLUMNS = (
+    "subject_id", "study_id", "split", "dicom_id", "view_position", "lateral_only", "n_images",
+    "image_path", "findings_text", "findings_source", *CHEXPERT_LABELS, "label_source",
+    "study_datetime", "visit_index", "stage",
+)
 
 
-def build_study_index(source: MimicSource, n_stages: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """`cxr_studies` (index part) and the rejects found on the way, from the index tables."""
-    metadata, rejects = read_validated(
-        source, layout.METADATA, layout.METADATA_COLUMNS, ("dicom_id", "subject_id", "study_id")
-    )
-    split, split_rejects = read_validated(
-        source, layout.SPLIT, layout.SPLIT_COLUMNS, ("dicom_id", "subject_id", "study_id")
-    )
-    studies_list, study_rejects = read_validated(
-        source, layout.STUDY_LIST, layout.STUDY_LIST_COLUMNS, ("subject_id", "study_id")
-    )
-    rejects += split_rejects + study_rejects
-    if metadata is None or split is None:
-        raise IndexTableError(
-            f"{source.roots}: need {layout.METADATA}(.gz) and {layout.SPLIT}(.gz) (from the "
-            "MIMIC-CXR-JPG release) in MIMIC_CXR_ROOT or MIMIC_CXR_JPG_ROOT"
-        )
-    images = metadata.merge(split[["dicom_id", "split"]], on="dicom_id", how="left")
+def join_studies(
+    images: pd.DataFrame, reports: pd.DataFrame, labels: pd.DataFrame, n_stages: int
+) -> pd.DataFrame:
+    """The study table every later stage reads.
+
+    `images` holds the usable images (ids, split, ViewPosition, StudyDate, StudyTime,
+    image_path); `reports` the readable reports (`findings_text`, `labelled_section`);
+    `labels` one row per labelled study. A study needs an image and a findings text; its labels
+    may be missing (left null), as a few real studies have no labeller row. A study dropped
+    here already has its reason in the rejects of the image or report stage.
+    """
     chosen = choose_frontal_images(images)
-    counts = images.groupby("study_id").size().rename("n_images")
+    counts = images.groupby("study_id").size().rename("n_images").astype("int32")
     studies = chosen.join(counts, on="study_id")
+    text = reports[["study_id", "findings_text", "findings", "impression"]]
+    studies = studies.merge(text, on="study_id", how="inner")
+    studies["findings_source"] = np.select(
+        [studies["findings"].notna(), studies["impression"].notna()],
+        ["findings", "impression"], "last_paragraph",
+    )
+    label_columns = ["study_id", *CHEXPERT_LABELS, "label_source"]
+    studies = studies.merge(labels[label_columns], on="study_id", how="left")
     studies["study_datetime"] = study_datetime(studies["StudyDate"], studies["StudyTime"])
-    no_split = studies["split"].isna()
-    rejects += [
-        Reject("index:split", str(source.find_table(layout.SPLIT)), "study has no split row",
-               int(row.subject_id), int(row.study_id))
-        for row in studies.loc[no_split].itertuples()
-    ]
-    studies = studies.loc[~no_split].reset_index(drop=True)
-    if studies_list is not None:
-        studies = studies.merge(
-            studies_list[["study_id", "path"]].rename(columns={"path": "report_path"}),
-            on="study_id", how="left",
-        )
-    else:
-        studies["report_path"] = None
     studies["view_position"] = studies["ViewPosition"].replace("", None)
     studies["visit_index"] = visit_index(studies)
     studies["stage"] = time_stages(studies, n_stages)
-    columns = ["subject_id", "study_id", "split", "n_images", "dicom_id", "view_position",
-               "lateral_only", "study_datetime", "visit_index", "stage", "report_path"]
-    return studies[columns], rejects_frame(rejects)
+    ordered = studies.sort_values(["subject_id", "visit_index"], ignore_index=True)
+    return ordered[list(STUDY_COLUMNS)]

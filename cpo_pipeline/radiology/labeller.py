@@ -177,6 +177,9 @@ class Mention:
     status: float
 
 
+Governs = Literal["following", "preceding", "both"]
+
+
 @dataclass(frozen=True)
 class Cue:
     """A phrase that sets the status of the mentions in its scope.
@@ -188,7 +191,7 @@ class Cue:
     """
 
     phrase: str
-    governs: Literal["following", "preceding", "both"]
+    governs: Governs
     descriptors_only: bool = False
 
 
@@ -296,7 +299,7 @@ def _compile_observation(label: str, phrases: ObservationPhrases) -> _CompiledOb
 @dataclass(frozen=True)
 class _CompiledCue:
     pattern: re.Pattern[str]
-    governs: Literal["following", "preceding", "both"]
+    governs: Governs
     descriptors_only: bool
 
 
@@ -383,7 +386,12 @@ class _Scopes:
         return start, end
 
     def _governs(
-        self, governs: Literal["following", "preceding", "both"], cue_start: int, cue_end: int, mention: _RawMention, clause_end: int
+        self,
+        governs: Governs,
+        cue_start: int,
+        cue_end: int,
+        mention: _RawMention,
+        clause_end: int,
     ) -> bool:
         if governs != "preceding" and cue_end <= mention.start:
             next_end = bisect_left(self.scope_ends, cue_end)
