@@ -215,5 +215,5 @@ def read_image_index(source: MimicSource) -> tuple[pd.DataFrame, pd.DataFrame | 
     differs &= ~no_split
     rejects += _reject_rows(joined, differs, "index:split", str(split_path), reasons)
     images = joined.loc[~no_split & ~differs].copy()
-    images["source_path"] = [str(root / p) for p in images["path"].str.strip()]
+    images["source_path"] = f"{root}/" + images["path"].str.strip()
     return images[list(_IMAGE_INDEX_COLUMNS)].reset_index(drop=True), study_list, rejects
