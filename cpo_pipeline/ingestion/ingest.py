@@ -15,8 +15,9 @@ from cpo_pipeline.ingestion.images import (
     preprocess_images,
 )
 from cpo_pipeline.ingestion.index import Reject, read_image_index, rejects_frame
-from cpo_pipeline.ingestion.labels import read_labels
+from cpo_pipeline.ingestion.labels import read_labels, read_test_set_labels
 from cpo_pipeline.ingestion.reports import read_reports
+from cpo_pipeline import layout
 from cpo_pipeline.ingestion.source import MimicSource
 from cpo_pipeline.ingestion.studies import join_studies
 
@@ -63,6 +64,18 @@ def _image_table(results: list[ImageResult], index: pd.DataFrame) -> pd.DataFram
     return images
 
 
+def prefer_radiologist_labels(
+    labels: pd.DataFrame, radiologist: pd.DataFrame, index: pd.DataFrame
+) -> pd.DataFrame:
+    """Where the 2.1.0 radiologist test-set labels cover a study, they replace the automatic
+    labeller's row (`label_source` says which); subject ids come from the image index."""
+    subject_of = index.drop_duplicates("study_id").set_index("study_id")["subject_id"]
+    radiologist = radiologist.assign(
+        subject_id=radiologist["study_id"].map(subject_of).astype("Int64"))
+    automatic = labels[~labels["study_id"].isin(radiologist["study_id"])]
+    return pd.concat([automatic.astype({"subject_id": "Int64"}), radiologist], ignore_index=True)
+
+
 def ingest(
     source: MimicSource,
     options: IngestOptions,
@@ -91,6 +104,10 @@ def ingest(
     reports, report_rejects = read_reports(source, studies_with_images)
     labels, label_rejects = read_labels(source, options.label_source)
     rejects += report_rejects + label_rejects
+    if source.find_table(layout.TEST_SET_LABELED) is not None:
+        radiologist, radiologist_rejects = read_test_set_labels(source)
+        labels = prefer_radiologist_labels(labels, radiologist, index)
+        rejects += radiologist_rejects
 
     usable = index.merge(images[["dicom_id", "image_path"]], on="dicom_id", how="inner")
     studies = join_studies(usable, reports, labels, options.n_stages)
