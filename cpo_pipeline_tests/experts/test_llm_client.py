@@ -1,0 +1,399 @@
+import asyncio
+import dataclasses
+import logging
+from pathlib import Path
+
+import openai
+import pytest
+
+from cpo_pipeline.experts.endpoint_policy import EndpointNotAllowedError
+from cpo_pipeline.experts.llm_client import (
+    ChatCompletionError,
+    ChatRequest,
+    EndpointConfig,
+    RequestCounters,
+    RetryCause,
+    complete,
+    complete_many,
+    parse_retry_after,
+    response_key,
+    run_chat_requests,
+)
+from cpo_pipeline.experts.response_cache import ResponseCache
+from cpo_pipeline.experts.testing_server import (
+    BodyFraming,
+    Fault,
+    FaultKind,
+    OpenAICompatibleServer,
+)
+from cpo_pipeline.settings import Secret
+
+API_KEY = "sk-test-4f9c1b7e-never-leak"
+FINDINGS = (
+    "<think> Patchy right lower lobe opacity. </think> The disease of this patient is Pneumonia."
+)
+
+
+def endpoint(server: OpenAICompatibleServer, **overrides) -> EndpointConfig:
+    fast = {"timeout_s": 2.0, "backoff_base_s": 0.01, "backoff_cap_s": 0.05, "max_attempts": 3}
+    return EndpointConfig(
+        server.base_url, "cpo-test-model", api_key=Secret(API_KEY), **{**fast, **overrides}
+    )
+
+
+def asking(*prompts: str) -> list[ChatRequest]:
+    return [ChatRequest(prompt, [{"role": "user", "content": prompt}]) for prompt in prompts]
+
+
+def failing_first(fault: Fault):
+    """A fault plan: each prompt's first request meets `fault`, its retries are answered."""
+    return lambda request: fault if request.repeat == 0 else None
+
+
+@pytest.fixture
+def cache(tmp_path: Path):
+    with ResponseCache(tmp_path / "responses.sqlite") as opened:
+        yield opened
+
+
+def test_a_completion_carries_the_servers_text_model_and_token_usage(cache):
+    messages = [
+        {"role": "system", "content": "You are a radiologist."},
+        {"role": "user", "content": "Findings: patchy right lower lobe opacity."},
+    ]
+    counters = RequestCounters()
+    with OpenAICompatibleServer(responder=lambda _: FINDINGS) as server:
+        [result] = complete_many(
+            endpoint(server), [ChatRequest("s1/factual", messages)], cache=cache, counters=counters
+        )
+        [received] = server.chat_requests
+
+    assert (result.key, result.text, result.model) == ("s1/factual", FINDINGS, "cpo-test-model")
+    assert (result.prompt_tokens, result.completion_tokens) == (4 + 6, 14)
+    assert (result.attempts, result.cached, result.error, result.ok) == (1, False, None, True)
+    assert received.body == {
+        "model": "cpo-test-model",
+        "messages": messages,
+        "temperature": 0.2,
+        "max_tokens": 512,
+    }
+    assert counters.requests_sent == 1
+    assert (counters.prompt_tokens, counters.completion_tokens) == (10, 14)
+
+
+def test_a_429_is_retried_no_sooner_than_its_retry_after(cache):
+    rate_limited = Fault(FaultKind.HTTP_ERROR, status=429, retry_after="1")
+    counters = RequestCounters()
+    with OpenAICompatibleServer(faults=failing_first(rate_limited)) as server:
+        [result] = complete_many(endpoint(server), asking("p"), cache=cache, counters=counters)
+        first, second = server.chat_requests
+
+    assert (result.text, result.attempts) == ("echo: p", 2)
+    assert second.received_at - first.received_at >= 1.0
+    assert counters.retries == {RetryCause.RATE_LIMITED: 1}
+
+
+@pytest.mark.parametrize(
+    ("fault", "cause"),
+    [
+        (Fault(FaultKind.HTTP_ERROR, status=500), RetryCause.SERVER_ERROR),
+        (Fault(FaultKind.HTTP_ERROR, status=503), RetryCause.SERVER_ERROR),
+        (Fault(FaultKind.HANG, hang_s=3.0), RetryCause.TIMEOUT),
+        (Fault(FaultKind.CLOSE_CONNECTION), RetryCause.CONNECTION_ERROR),
+        (Fault(FaultKind.GARBAGE_BODY), RetryCause.MALFORMED),
+        (Fault(FaultKind.EMPTY_CONTENT), RetryCause.MALFORMED),
+    ],
+    ids=["500", "503", "timeout", "closed-connection", "garbage-body", "empty-content"],
+)
+def test_a_transient_failure_is_retried_then_succeeds(cache, fault, cause):
+    counters = RequestCounters()
+    with OpenAICompatibleServer(faults=failing_first(fault)) as server:
+        config = endpoint(server, timeout_s=0.3)
+        [result] = complete_many(config, asking("p"), cache=cache, counters=counters)
+
+    assert (result.text, result.attempts, result.error) == ("echo: p", 2, None)
+    assert counters.retries == {cause: 1}
+    assert counters.requests_sent == 2
+
+
+@pytest.mark.parametrize(
+    ("fault", "reason"),
+    [
+        (Fault(FaultKind.EMPTY_CHOICES), "the completion has no choices"),
+        (Fault(FaultKind.EMPTY_CONTENT), "the completion's message content is empty"),
+        (
+            Fault(FaultKind.GARBAGE_BODY),
+            "the response body is not JSON: '<html>502 upstream garbage'",
+        ),
+    ],
+    ids=["empty-choices", "empty-content", "garbage-body"],
+)
+def test_a_malformed_completion_is_retried_then_dead_lettered_without_failing_the_batch(
+    cache, fault, reason
+):
+    counters = RequestCounters()
+    with OpenAICompatibleServer(faults=lambda r: fault if r.prompt == "bad" else None) as server:
+        config = endpoint(server, max_attempts=3)
+        bad, good = complete_many(config, asking("bad", "good"), cache=cache, counters=counters)
+        sent_for_bad = [r for r in server.chat_requests if r.prompt == "bad"]
+
+    assert (bad.text, bad.attempts, bad.ok) == (None, 3, False)
+    assert bad.error == f"{reason} (gave up after 3 attempts)"
+    assert len(sent_for_bad) == 3
+    assert good.text == "echo: good"
+    assert (counters.dead_letters, counters.retries[RetryCause.MALFORMED]) == (1, 2)
+    assert cache.get_many([response_key(config, r) for r in asking("bad")]) == {}
+
+
+def test_a_completion_the_validator_rejects_is_asked_for_again(cache):
+    verdicts = iter(["no diagnosis line", None])
+    counters = RequestCounters()
+    with OpenAICompatibleServer() as server:
+        [result] = complete_many(
+            endpoint(server),
+            asking("p"),
+            cache=cache,
+            validate=lambda _: next(verdicts),
+            counters=counters,
+        )
+
+    assert (result.text, result.attempts) == ("echo: p", 2)
+    assert counters.retries == {RetryCause.REJECTED: 1}
+
+
+def test_a_completion_the_validator_always_rejects_is_dead_lettered_with_its_verdict(cache):
+    with OpenAICompatibleServer() as server:
+        [result] = complete_many(
+            endpoint(server, max_attempts=2),
+            asking("p"),
+            cache=cache,
+            validate=lambda text: f"{text!r} has no diagnosis line",
+        )
+
+    assert result.error == (
+        "rejected by the validator: 'echo: p' has no diagnosis line (gave up after 2 attempts)"
+    )
+
+
+def test_a_400_is_not_retried_and_the_dead_letter_carries_the_status_and_message(cache):
+    bad_request = Fault(FaultKind.HTTP_ERROR, status=400)
+    with OpenAICompatibleServer(faults=lambda _: bad_request) as server:
+        [result] = complete_many(endpoint(server), asking("p"), cache=cache)
+        sent = len(server.chat_requests)
+
+    assert result.error == "HTTP 400: injected Bad Request (gave up after 1 attempt)"
+    assert (result.attempts, sent) == (1, 1)
+
+
+def test_no_more_requests_are_in_flight_than_the_concurrency(cache):
+    with OpenAICompatibleServer(delay_s=0.05) as server:
+        results = complete_many(
+            endpoint(server, concurrency=4), asking(*map(str, range(16))), cache=cache
+        )
+
+        assert server.max_in_flight == 4
+    assert all(result.ok for result in results)
+
+
+def test_connections_are_kept_alive_and_reused(cache):
+    with OpenAICompatibleServer(delay_s=0.01) as server:
+        results = complete_many(
+            endpoint(server, concurrency=3), asking(*map(str, range(12))), cache=cache
+        )
+        connections = {r.connection for r in server.chat_requests}
+
+    assert all(result.ok for result in results)
+    assert len(connections) == server.connections_opened == 3
+
+
+@pytest.mark.parametrize(
+    ("framing", "connections"),
+    [(BodyFraming.CONTENT_LENGTH, 1), (BodyFraming.CHUNKED, 1), (BodyFraming.CLOSE_DELIMITED, 3)],
+)
+def test_response_bodies_are_read_however_the_server_delimits_them(cache, framing, connections):
+    with OpenAICompatibleServer(responder=lambda _: FINDINGS, framing=framing) as server:
+        results = complete_many(endpoint(server, concurrency=1), asking("a", "b", "c"), cache=cache)
+        opened = server.connections_opened
+
+    assert [result.text for result in results] == [FINDINGS] * 3
+    assert opened == connections
+
+
+def test_the_test_server_lists_its_model_like_an_openai_endpoint():
+    with OpenAICompatibleServer(model="qwen-test") as server:
+        client = openai.OpenAI(base_url=server.base_url, api_key="unused", max_retries=0)
+        assert [model.id for model in client.models.list()] == ["qwen-test"]
+
+
+def test_a_requests_per_minute_limit_spaces_requests_beyond_a_one_second_burst(cache):
+    # 600 a minute: bursts of 10, then one every 0.1 s.
+    with OpenAICompatibleServer() as server:
+        config = endpoint(server, concurrency=14, requests_per_minute=600)
+        complete_many(config, asking(*map(str, range(14))), cache=cache)
+        arrivals = sorted(r.received_at for r in server.chat_requests)
+
+    assert arrivals[-1] - arrivals[0] >= 0.35
+    assert arrivals[9] - arrivals[0] < 0.2
+
+
+def test_a_tokens_per_minute_limit_charges_the_usage_the_server_reports(cache):
+    # Each request is budgeted at 10 tokens (max_tokens) but reports 601; at 1000 tokens a
+    # second the third must wait about 0.2 s for the first two's overdraft to be paid back.
+    with OpenAICompatibleServer(responder=lambda _: "word " * 600) as server:
+        config = endpoint(server, concurrency=1, max_tokens=10, tokens_per_minute=60_000)
+        complete_many(config, asking("a", "b", "c"), cache=cache)
+        first, _, third = server.chat_requests
+
+    assert third.received_at - first.received_at >= 0.15
+
+
+def test_cached_keys_are_answered_without_any_request(cache):
+    with OpenAICompatibleServer(responder=lambda _: FINDINGS) as server:
+        config = endpoint(server)
+        [fresh] = complete_many(config, asking("p"), cache=cache)
+        counters = RequestCounters()
+        [again] = complete_many(config, asking("p"), cache=cache, counters=counters)
+        sent = len(server.chat_requests)
+
+    assert sent == 1
+    assert again == dataclasses.replace(fresh, attempts=0, cached=True)
+    assert (counters.cache_hits, counters.requests_sent) == (1, 0)
+
+
+def test_a_changed_prompt_model_or_parameter_is_not_served_from_the_cache():
+    config = EndpointConfig("http://127.0.0.1:1/v1", "model-a")
+    [request] = asking("p")
+    variants = [
+        response_key(config, request),
+        response_key(config, ChatRequest("other key", request.messages)),
+        response_key(config, ChatRequest(request.key, [{"role": "user", "content": "q"}])),
+        response_key(dataclasses.replace(config, model="model-b"), request),
+        response_key(dataclasses.replace(config, temperature=0.7), request),
+        response_key(dataclasses.replace(config, max_tokens=64), request),
+    ]
+
+    assert len(set(variants)) == len(variants)
+    assert response_key(dataclasses.replace(config, concurrency=2), request) == variants[0]
+
+
+def test_a_run_cancelled_midway_resumes_without_asking_again_for_answered_keys(cache):
+    requests = asking(*(f"study {i}" for i in range(40)))
+    with OpenAICompatibleServer(delay_s=0.05) as server:
+        config = endpoint(server, concurrency=4)
+
+        async def run_until_ten_are_answered() -> None:
+            run = asyncio.create_task(run_chat_requests(config, requests, cache=cache))
+            while len(cache) < 10:
+                await asyncio.sleep(0.01)
+            run.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await run
+
+        asyncio.run(run_until_ten_are_answered())
+        answered = {r.key for r in requests if cache.get_many([response_key(config, r)])}
+        sent_before = len(server.chat_requests)
+        results = complete_many(config, requests, cache=cache)
+        resent = [r.prompt for r in server.chat_requests[sent_before:]]
+
+    assert 10 <= len(answered) < 40
+    assert sorted(resent) == sorted(r.key for r in requests if r.key not in answered)
+    assert all(result.ok for result in results)
+    assert sum(result.cached for result in results) == len(answered)
+
+
+def test_the_api_key_reaches_the_server_as_a_bearer_token_and_nowhere_else(cache, caplog):
+    caplog.set_level(logging.DEBUG)
+    unauthorized = Fault(FaultKind.HTTP_ERROR, status=401)
+    with OpenAICompatibleServer(
+        faults=lambda r: unauthorized if r.prompt == "denied" else None
+    ) as server:
+        config = endpoint(server)
+        results = complete_many(config, asking("allowed", "denied"), cache=cache)
+        headers = {r.headers["authorization"] for r in server.chat_requests}
+    cache.close()
+    stored = b"".join(p.read_bytes() for p in cache.path.parent.glob("responses.sqlite*"))
+
+    assert headers == {f"Bearer {API_KEY}"}
+    assert [r.ok for r in results] == [True, False]
+    assert b"echo: allowed" in stored
+    assert API_KEY.encode() not in stored
+    assert any(record.name.startswith("openai") for record in caplog.records)
+    assert API_KEY not in caplog.text
+    assert API_KEY not in repr(results) + repr(config) + str(config)
+
+
+def test_an_error_message_quoting_the_api_key_is_redacted_in_the_dead_letter(cache):
+    quoting = Fault(FaultKind.HTTP_ERROR, status=401, message=f"Incorrect API key: {API_KEY}")
+    with OpenAICompatibleServer(faults=lambda _: quoting) as server:
+        [result] = complete_many(endpoint(server), asking("p"), cache=cache)
+
+    assert result.error == "HTTP 401: Incorrect API key: *** (gave up after 1 attempt)"
+
+
+def test_a_remote_endpoint_is_refused_before_any_request(cache):
+    config = EndpointConfig("https://api.example.com/v1", "gpt-x", api_key=Secret(API_KEY))
+
+    with pytest.raises(EndpointNotAllowedError, match="'api.example.com'") as refused:
+        complete_many(config, asking("p"), cache=cache)
+    assert API_KEY not in str(refused.value)
+
+
+def test_repeated_request_keys_are_an_error_naming_them(cache):
+    config = EndpointConfig("http://127.0.0.1:1/v1", "m")
+
+    with pytest.raises(ValueError, match=r"repeated: \['s1'\]"):
+        complete_many(config, asking("s1", "s2", "s1"), cache=cache)
+
+
+def test_progress_is_reported_after_the_cache_lookup_and_when_all_are_done(cache):
+    reports = []
+    with OpenAICompatibleServer() as server:
+        config = endpoint(server)
+        complete_many(config, asking("a", "b"), cache=cache)
+        complete_many(
+            config,
+            asking("a", "b", "c", "d"),
+            cache=cache,
+            on_progress=lambda done, total, counters: reports.append(
+                (done, total, counters.cache_hits, counters.requests_sent)
+            ),
+        )
+
+    assert reports == [(2, 4, 2, 0), (4, 4, 2, 2)]
+
+
+def test_complete_returns_the_text_of_one_completion():
+    with OpenAICompatibleServer(responder=lambda _: FINDINGS) as server:
+        assert complete(endpoint(server), [{"role": "user", "content": "p"}]) == FINDINGS
+
+
+def test_complete_raises_with_the_reason_when_no_completion_is_acceptable():
+    not_found = Fault(FaultKind.HTTP_ERROR, status=404)
+    with (
+        OpenAICompatibleServer(faults=lambda _: not_found) as server,
+        pytest.raises(ChatCompletionError, match="HTTP 404: injected Not Found"),
+    ):
+        complete(endpoint(server), [{"role": "user", "content": "p"}])
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [("3", 3.0), ("0.5", 0.5), ("-2", 0.0), ("Wed, 21 Oct 2015 07:28:05 GMT", 5.0)],
+)
+def test_retry_after_is_read_as_seconds_or_an_http_date(header, seconds):
+    wed_21_oct_2015_07_28_00_utc = 1445412480.0
+
+    assert parse_retry_after(header, now=wed_21_oct_2015_07_28_00_utc) == seconds
+
+
+@pytest.mark.parametrize("header", [None, "soon", "inf"])
+def test_an_unusable_retry_after_is_ignored(header):
+    assert parse_retry_after(header) is None
+
+
+def test_the_endpoint_config_hides_the_api_key_and_rejects_nonsense_limits():
+    config = EndpointConfig("http://127.0.0.1:1/v1", "m", api_key=Secret(API_KEY))
+
+    assert API_KEY not in repr(config)
+    with pytest.raises(ValueError, match="EndpointConfig.concurrency must be positive, got 0"):
+        dataclasses.replace(config, concurrency=0)
