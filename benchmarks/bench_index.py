@@ -83,8 +83,8 @@ def _pipeline(root: Path) -> int:
     from cpo_pipeline.ingestion.studies import join_studies
 
     source = MimicSource(root, None, is_demo=False)
-    index, _, rejects = read_image_index(source)
-    labels, label_rejects = read_labels(source)
+    index, _, _ = read_image_index(source)
+    labels, _ = read_labels(source)
     # Stand-ins for the image and report stages, which this benchmark does not measure.
     usable = index.assign(image_path=index["dicom_id"] + ".png")
     reports = pd.DataFrame({"study_id": index["study_id"].unique()}).assign(

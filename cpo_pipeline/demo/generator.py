@@ -281,9 +281,9 @@ class DemoSummary:
     images: int
 
 
-def write_demo_tree(out: Path, config: DemoConfig = DemoConfig()) -> DemoSummary:
+def write_demo_tree(out: Path, config: DemoConfig | None = None) -> DemoSummary:
     """Write the demo tree under `out`: images, reports, index tables (see module docstring)."""
-    out = Path(out)
+    out, config = Path(out), config or DemoConfig()
     patients = plan_demo(config)
     studies = [study for patient in patients for study in patient.studies]
     for study in studies:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from cpo_pipeline import layout
 from cpo_pipeline.ingestion.images import (
     ImageJob,
     ImageResult,
@@ -17,7 +18,6 @@ from cpo_pipeline.ingestion.images import (
 from cpo_pipeline.ingestion.index import Reject, read_image_index, rejects_frame
 from cpo_pipeline.ingestion.labels import read_labels, read_test_set_labels
 from cpo_pipeline.ingestion.reports import read_reports
-from cpo_pipeline import layout
 from cpo_pipeline.ingestion.source import MimicSource
 from cpo_pipeline.ingestion.studies import join_studies
 

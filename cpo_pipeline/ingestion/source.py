@@ -39,12 +39,13 @@ class MimicSource:
         return None
 
 
-def ensure_demo_tree(root: Path, config: DemoConfig = DemoConfig()) -> Path:
+def ensure_demo_tree(root: Path, config: DemoConfig | None = None) -> Path:
     """Create the demo tree at `root` once; a half-written tree (crash, kill) is rebuilt.
 
     Generation happens in a sibling folder renamed into place, so concurrent runs never read a
     partial tree; the loser of a race discards its copy.
     """
+    config = config or DemoConfig()
     marker = root / _DEMO_COMPLETE_MARKER
     if marker.is_file():
         return root

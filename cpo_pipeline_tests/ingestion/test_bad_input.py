@@ -1,7 +1,6 @@
 """A demo tree seeded with every kind of bad input: exactly those inputs are rejected, with
 their reasons, and nothing good is lost."""
 
-import gzip
 
 import pandas as pd
 import pydicom
