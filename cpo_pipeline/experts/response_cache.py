@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,15 +71,29 @@ class ResponseCache:
             self.path, timeout=_BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False
         )
         try:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute(_SCHEMA)
+            self._set_up()
         except sqlite3.DatabaseError as error:
             self._db.close()
             raise sqlite3.DatabaseError(
                 f"{self.path} is not a usable LLM response cache ({error}); "
                 "move it aside to start an empty cache"
             ) from error
+
+    def _set_up(self) -> None:
+        """WAL mode and the table. Switching to WAL needs a moment alone with the file, and
+        SQLite reports a concurrent opener as locked without waiting on the busy timeout, so
+        the switch is retried here until that timeout."""
+        deadline = time.monotonic() + _BUSY_TIMEOUT_S
+        while True:
+            try:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                break
+            except sqlite3.OperationalError as error:
+                if "locked" not in str(error) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute(_SCHEMA)
 
     @classmethod
     def under(cls, data_root: Path) -> ResponseCache:
