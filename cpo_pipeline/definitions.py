@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import dagster as dg
 
+from cpo_pipeline.assets.concepts import concept_graph
 from cpo_pipeline.assets.ingestion import mimic_cxr_ingestion
 from cpo_pipeline.assets.source import mimic_cxr_source
+from cpo_pipeline.resources.llm import LLMEndpointResource
 from cpo_pipeline.resources.parquet_io_manager import ParquetIOManager
 from cpo_pipeline.resources.settings import PipelineSettings
 
@@ -26,11 +28,12 @@ dataset_refresh_schedule = dg.ScheduleDefinition(
 )
 
 defs = dg.Definitions(
-    assets=[mimic_cxr_source, mimic_cxr_ingestion],
+    assets=[mimic_cxr_source, mimic_cxr_ingestion, concept_graph],
     jobs=[dataset_refresh_job],
     schedules=[dataset_refresh_schedule],
     resources={
         "settings": PipelineSettings(),
         "io_manager": ParquetIOManager(),
+        "llm": LLMEndpointResource(),
     },
 )

@@ -86,12 +86,41 @@ INGEST_REJECTS = pa.schema(
     ]
 )
 
+# The concept graph as tables (the node-link JSON beside them is what later stages load).
+CONCEPT_NODES = pa.schema(
+    [
+        pa.field("name", pa.string(), nullable=False),
+        pa.field("kind", pa.string(), nullable=False),
+        pa.field("group", pa.string()),
+        pa.field("synonyms", pa.list_(pa.string()), nullable=False),
+        pa.field("study_count", pa.int64(), nullable=False),
+    ]
+)
+
+CONCEPT_EDGES = pa.schema(
+    [
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("target", pa.string(), nullable=False),
+        pa.field("relation", pa.string(), nullable=False),
+        pa.field("provenance", pa.string(), nullable=False),
+        pa.field("weight", pa.float64(), nullable=False),
+        pa.field("support", pa.int64(), nullable=False),
+        pa.field("rationale", pa.string(), nullable=False),
+        pa.field("lift", pa.float64()),
+        pa.field("ci_low", pa.float64()),
+        pa.field("ci_high", pa.float64()),
+        pa.field("model", pa.string()),
+    ]
+)
+
 TABLES: dict[str, pa.Schema] = {
     "cxr_images": CXR_IMAGES,
     "cxr_reports": CXR_REPORTS,
     "cxr_labels": CXR_LABELS,
     "cxr_studies": CXR_STUDIES,
     "ingest_rejects": INGEST_REJECTS,
+    "concept_nodes": CONCEPT_NODES,
+    "concept_edges": CONCEPT_EDGES,
 }
 
 

@@ -10,6 +10,7 @@ EXPECTED_GRAPH = {
     "cxr_labels": ["mimic_cxr_source"],
     "cxr_studies": ["mimic_cxr_source"],
     "ingest_rejects": ["mimic_cxr_source"],
+    "concept_graph": ["cxr_studies"],
 }
 
 

@@ -3,7 +3,9 @@
 One implementation serves the demo generator's tests, concept extraction, the counterfactual
 verifier and evaluation. It follows the CheXpert labeller's rule order (mention, pre-negation
 uncertainty, negation, post-negation uncertainty, aggregation) with regular expressions and clause
-scopes in place of a dependency parse.
+scopes in place of a dependency parse. The scope rules work for any phrase table: compile one with
+`compile_phrases` and read its mentions with `classify_mentions` (the concept graph does so for
+radiographic attributes and anatomical locations).
 
 Choices where the rules leave room:
 - "The lungs are clear" and "the lungs are well expanded" mention no observation, so they neither
@@ -18,6 +20,7 @@ from __future__ import annotations
 import re
 import string
 from bisect import bisect_left, bisect_right
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -285,6 +288,13 @@ class _CompiledObservation:
     exceptions: re.Pattern[str] | None
 
 
+@dataclass(frozen=True)
+class PhraseTable:
+    """The compiled mention patterns of a set of labels, ready for `classify_mentions`."""
+
+    observations: tuple[_CompiledObservation, ...]
+
+
 def _compile_observation(label: str, phrases: ObservationPhrases) -> _CompiledObservation:
     alternatives = [rf"(?P<finding>{_alternation(phrases.findings)})"]
     if phrases.descriptors:
@@ -303,9 +313,14 @@ class _CompiledCue:
     descriptors_only: bool
 
 
-_OBSERVATIONS = tuple(
-    _compile_observation(label, phrases) for label, phrases in MENTION_PHRASES.items()
-)
+def compile_phrases(phrases: Mapping[str, ObservationPhrases]) -> PhraseTable:
+    """Compile a label -> phrases table, once per table rather than once per text."""
+    return PhraseTable(tuple(
+        _compile_observation(label, label_phrases) for label, label_phrases in phrases.items()
+    ))
+
+
+CHEXPERT_PHRASES = compile_phrases(MENTION_PHRASES)
 _RULES = tuple(
     (status, tuple(
         _CompiledCue(_compile(rf"\b(?:{cue.phrase})(?!\w)"), cue.governs, cue.descriptors_only)
@@ -328,9 +343,9 @@ class _RawMention:
     is_descriptor: bool
 
 
-def _raw_mentions(text: str) -> list[_RawMention]:
+def _raw_mentions(text: str, table: PhraseTable) -> list[_RawMention]:
     found = []
-    for observation in _OBSERVATIONS:
+    for observation in table.observations:
         matches = list(observation.mentions.finditer(text))
         if matches and observation.exceptions is not None:
             excluded = [m.span() for m in observation.exceptions.finditer(text)]
@@ -423,14 +438,25 @@ class _Scopes:
         return "," not in gap or _COORDINATOR_RE.search(gap) is not None
 
 
-def find_mentions(text: str) -> list[Mention]:
-    """Every mention of a CheXpert observation in `text`, in reading order, with its status."""
+def classify_mentions(text: str, table: PhraseTable) -> list[Mention]:
+    """Every mention of a label of `table` in `text`, in reading order, with the status the
+    negation and uncertainty rules give it.
+
+    Scopes are worked out from this table's mentions only: a preceding cue reaches back over a
+    list of them ("X, Y and Z are absent"), but over other words only while no verb, and no
+    comma outside a coordinated list, stands between.
+    """
     lowered = text.translate(_ASCII_LOWER)
-    raw = _raw_mentions(lowered)
+    raw = _raw_mentions(lowered, table)
     if not raw:
         return []
     scopes = _Scopes(lowered, raw)
     return [Mention(m.label, text[m.start:m.end], m.start, m.end, scopes.status(m)) for m in raw]
+
+
+def find_mentions(text: str) -> list[Mention]:
+    """Every mention of a CheXpert observation in `text`, in reading order, with its status."""
+    return classify_mentions(text, CHEXPERT_PHRASES)
 
 
 _PRECEDENCE = {LABEL_POSITIVE: 3, LABEL_UNCERTAIN: 2, LABEL_NEGATIVE: 1}

@@ -1,0 +1,216 @@
+"""concept_graph: the seed ontology, what cxr_studies say about it, and optionally what an LLM
+reads in the reports.
+
+The asset's value is a set of files under `<data_root>/concepts/` (see `ConceptGraphFiles`): the
+node-link JSON that later stages load with `read_graph`, node and edge Parquet tables for
+inspection, and the PNG shown in the UI. Nothing goes through the IO manager; the data version is
+the JSON's content hash. Checks run on the graph as read back from disk, i.e. on what later
+stages will see.
+"""
+
+import hashlib
+from dataclasses import asdict
+from pathlib import Path
+
+import dagster as dg
+import networkx as nx
+import pandas as pd
+import pyarrow as pa
+
+from cpo_pipeline import schemas
+from cpo_pipeline.assets.metadata import markdown_table, png_markdown
+from cpo_pipeline.concepts.graph import (
+    ConceptGraphFiles,
+    associated_and_excluded,
+    build_concept_graph,
+    diseases_without_association,
+    edge_table,
+    edges_without_provenance,
+    node_table,
+    read_graph,
+    same_graph,
+    strongest_associations,
+    write_graph,
+)
+from cpo_pipeline.concepts.llm_extraction import (
+    CompletionUnavailable,
+    LlmExtraction,
+    extract_with_llm,
+    prompt_sha256,
+)
+from cpo_pipeline.concepts.mentions import concept_presence
+from cpo_pipeline.concepts.ontology import load_ontology
+from cpo_pipeline.concepts.render import render_graph_png
+from cpo_pipeline.concepts.statistics import (
+    SCORING_VERSION,
+    EdgeThresholds,
+    label_presence,
+    learned_edges,
+)
+from cpo_pipeline.experts import llm_client
+from cpo_pipeline.experts.response_cache import ResponseCache
+from cpo_pipeline.resources.llm import LLMEndpointResource
+from cpo_pipeline.resources.settings import PipelineSettings
+from cpo_pipeline.storage import atomic_target, write_parquet
+
+_SEED = load_ontology()
+# Changes with the seed file, the scoring rules or the LLM prompt.
+CODE_VERSION = (f"seed-{_SEED.sha256[:12]}.scoring-{SCORING_VERSION}"
+                f".prompt-{prompt_sha256(_SEED)[:12]}")
+_DEFAULTS = EdgeThresholds()
+
+
+class ConceptGraphConfig(dg.Config):
+    min_support: int = _DEFAULTS.min_support
+    """A concept must be present in this many studies before the data may relate it."""
+    min_cooccurrence: int = _DEFAULTS.min_cooccurrence
+    """Studies showing both concepts that an association needs."""
+    association_lift: float = _DEFAULTS.association_lift
+    """Lift an association needs (and its confidence interval must lie above 1)."""
+    exclusion_lift: float = _DEFAULTS.exclusion_lift
+    """An exclusion's confidence interval for the lift must lie below this."""
+    irrelevance_band: float = _DEFAULTS.irrelevance_band
+    """Irrelevance: the lift's interval lies within [1/band, band]."""
+    workers: int = 2
+    """Processes reading findings texts."""
+    llm_reports: int = 256
+    """Reports (the first by study id) sent to the LLM when an endpoint is configured."""
+    llm_batch_size: int = 8
+    """Reports per LLM request."""
+    llm_min_reports: int = 2
+    """Reports that must map a feature to a disease before the LLM's edge is kept."""
+
+    def thresholds(self) -> EdgeThresholds:
+        return EdgeThresholds(
+            min_support=self.min_support, min_cooccurrence=self.min_cooccurrence,
+            association_lift=self.association_lift, exclusion_lift=self.exclusion_lift,
+            irrelevance_band=self.irrelevance_band,
+        )
+
+
+_CHECKS = [
+    dg.AssetCheckSpec("every_disease_has_an_association", asset="concept_graph", blocking=True,
+                      description="Each of the 12 diseases has at least one association edge."),
+    dg.AssetCheckSpec("no_pair_associated_and_excluded", asset="concept_graph", blocking=True),
+    dg.AssetCheckSpec("every_edge_has_provenance", asset="concept_graph", blocking=True,
+                      description="Provenance is seed, statistics or llm."),
+    dg.AssetCheckSpec("graph_loads_back_identically", asset="concept_graph", blocking=True,
+                      description="The JSON on disk reads back as the graph that was built."),
+]
+
+
+@dg.asset(
+    description="Diseases, radiographic attributes and anatomical locations with association / "
+    "irrelevance / exclusion edges (weight, support, provenance seed | statistics | llm), "
+    "as node-link JSON plus node and edge tables under <data_root>/concepts/.",
+    code_version=CODE_VERSION,
+    check_specs=_CHECKS,
+    group_name="concepts",
+)
+def concept_graph(
+    context: dg.AssetExecutionContext,
+    config: ConceptGraphConfig,
+    settings: PipelineSettings,
+    llm: LLMEndpointResource,
+    cxr_studies: pd.DataFrame,
+) -> dg.MaterializeResult:
+    data_root = settings.resolve().data_root
+    thresholds = config.thresholds()
+    texts = cxr_studies["findings_text"].tolist()
+    concepts = concept_presence(texts, _SEED, workers=config.workers)
+    labels = label_presence(cxr_studies)
+    _, learned = learned_edges(concepts, labels, _SEED, thresholds)
+    extraction = _read_with_llm(llm, data_root, cxr_studies, config)
+    counts = {**concepts.sum().to_dict(), **labels.sum().to_dict()}
+    graph = build_concept_graph(
+        _SEED, [*learned, *(extraction.edges if extraction else [])], counts,
+        studies=len(cxr_studies), thresholds=asdict(thresholds), scoring_version=SCORING_VERSION,
+        llm_model=extraction.model if extraction else None,
+        llm_skipped_batches=[asdict(s) for s in extraction.skipped] if extraction else [],
+    )
+    context.log.info(f"{graph.number_of_nodes()} concepts, {graph.number_of_edges()} edges "
+                     f"({len(learned)} learned from {len(cxr_studies)} studies)")
+
+    files = ConceptGraphFiles.under(data_root)
+    content = write_graph(graph, files.graph)
+    nodes, edges = node_table(graph), edge_table(graph)
+    write_parquet(schemas.conform(pa.Table.from_pandas(nodes, preserve_index=False),
+                                  "concept_nodes"), files.nodes)
+    write_parquet(schemas.conform(pa.Table.from_pandas(edges, preserve_index=False),
+                                  "concept_edges"), files.edges)
+    picture = render_graph_png(graph)
+    with atomic_target(files.picture) as tmp:
+        tmp.write_bytes(picture)
+    reloaded = read_graph(files.graph)
+
+    return dg.MaterializeResult(
+        data_version=dg.DataVersion(hashlib.sha256(content).hexdigest()),
+        metadata={
+            "studies": len(cxr_studies),
+            "nodes_per_kind": dg.MetadataValue.json(nodes["kind"].value_counts().to_dict()),
+            "edges_per_relation_and_provenance": markdown_table(
+                pd.crosstab(edges["relation"], edges["provenance"])),
+            "strongest_associations": markdown_table(strongest_associations(reloaded)),
+            "disagreements_dropped": len(graph.graph["dropped_edges"]),
+            "llm": extraction.model if extraction else "off (no CPO_LLM_BASE_URL)",
+            **(_llm_metadata(extraction) if extraction else {}),
+            "picture": png_markdown(picture, "concept graph"),
+            "graph_path": dg.MetadataValue.path(str(files.graph)),
+            "nodes_path": dg.MetadataValue.path(str(files.nodes)),
+            "edges_path": dg.MetadataValue.path(str(files.edges)),
+            "picture_path": dg.MetadataValue.path(str(files.picture)),
+        },
+        check_results=_checks(graph, reloaded),
+    )
+
+
+def _read_with_llm(llm: LLMEndpointResource, data_root: Path, studies: pd.DataFrame,
+                   config: ConceptGraphConfig) -> LlmExtraction | None:
+    endpoint = llm.endpoint_config()
+    if endpoint is None:
+        return None
+    reports = studies.sort_values("study_id")["findings_text"].head(config.llm_reports).tolist()
+    with ResponseCache.under(data_root) as cache:
+
+        def complete(messages: list[dict[str, str]]) -> str:
+            try:
+                return llm_client.complete(endpoint, messages, cache=cache)
+            except llm_client.ChatCompletionError as error:
+                raise CompletionUnavailable(str(error)) from error
+
+        return extract_with_llm(reports, complete, _SEED, endpoint.model,
+                                config.llm_batch_size, config.llm_min_reports)
+
+
+def _llm_metadata(extraction: LlmExtraction) -> dict:
+    return {
+        "llm_batches": extraction.batches,
+        "llm_batches_skipped": len(extraction.skipped),
+        "llm_skipped": dg.MetadataValue.json([asdict(s) for s in extraction.skipped[:10]]),
+        "llm_edges": len(extraction.edges),
+        "llm_unmapped_terms": dg.MetadataValue.json(dict(extraction.unmapped.most_common(20))),
+    }
+
+
+def _checks(built: nx.MultiDiGraph, reloaded: nx.MultiDiGraph) -> list[dg.AssetCheckResult]:
+    missing = diseases_without_association(reloaded)
+    contradictory = associated_and_excluded(reloaded)
+    unsourced = edges_without_provenance(reloaded)
+    return [
+        dg.AssetCheckResult(
+            check_name="every_disease_has_an_association", passed=not missing,
+            metadata={"diseases_without_association": dg.MetadataValue.json(missing)},
+        ),
+        dg.AssetCheckResult(
+            check_name="no_pair_associated_and_excluded", passed=not contradictory,
+            metadata={"pairs": dg.MetadataValue.json([list(p) for p in contradictory[:20]])},
+        ),
+        dg.AssetCheckResult(
+            check_name="every_edge_has_provenance", passed=not unsourced,
+            metadata={"edges": dg.MetadataValue.json([list(e) for e in unsourced[:20]])},
+        ),
+        dg.AssetCheckResult(
+            check_name="graph_loads_back_identically", passed=same_graph(built, reloaded),
+            metadata={"nodes": reloaded.number_of_nodes(), "edges": reloaded.number_of_edges()},
+        ),
+    ]

@@ -1,0 +1,1 @@
+"""The concept graph: diseases, radiographic attributes and anatomy, and how they relate."""

@@ -1,0 +1,138 @@
+import pytest
+
+from cpo_pipeline.concepts.graph import build_concept_graph
+from cpo_pipeline.concepts.ontology import load_ontology
+from cpo_pipeline.concepts.queries import (
+    EdgeRef,
+    PerturbationPlan,
+    PlanStep,
+    choose_counterfactual_targets,
+    perturbation_plan,
+)
+
+
+@pytest.fixture(scope="module")
+def graph():
+    return build_concept_graph(load_ontology())
+
+
+def seed(source: str, target: str, relation: str, weight: float) -> EdgeRef:
+    return EdgeRef(source, target, relation, "seed", weight)
+
+
+def _names(steps: tuple[PlanStep, ...]) -> list[str]:
+    return [step.concept for step in steps]
+
+
+PNEUMOTHORAX_SIGNS = ["visceral pleural line", "absent lung markings", "hyperlucency",
+                      "lung apices"]
+
+
+def test_a_cardiomegaly_study_is_aimed_at_edema_then_pleural_effusion(graph):
+    targets = choose_counterfactual_targets(
+        graph, {"Cardiomegaly": 1.0, "Pneumothorax": 0.0}, ["enlarged cardiac silhouette"])
+
+    assert [(t.disease, t.score) for t in targets] == [("Edema", 0.8), ("Pleural Effusion", 0.7)]
+    assert targets[0].evidence == (seed("Cardiomegaly", "Edema", "association", 0.8),)
+
+
+def test_from_cardiomegaly_to_edema_add_congestion_and_kerley_lines(graph):
+    plan = perturbation_plan(graph, "Cardiomegaly", "Edema", ["enlarged cardiac silhouette"])
+
+    assert plan == PerturbationPlan(
+        sources=("Cardiomegaly",),
+        target="Edema",
+        add=(PlanStep("pulmonary vascular congestion",
+                      (seed("Edema", "pulmonary vascular congestion", "association", 0.95),)),
+             PlanStep("Kerley B lines", (seed("Edema", "Kerley B lines", "association", 0.9),))),
+        remove=(PlanStep("enlarged cardiac silhouette", (
+            seed("Cardiomegaly", "enlarged cardiac silhouette", "association", 0.95),)),),
+        negate=(),
+        keep_locations=(),
+    )
+
+
+def test_from_cardiomegaly_to_effusion_add_a_blunted_angle_and_a_meniscus(graph):
+    plan = perturbation_plan(graph, "Cardiomegaly", "Pleural Effusion",
+                             ["enlarged cardiac silhouette"])
+
+    assert _names(plan.add) == ["blunted costophrenic angle", "meniscus sign"]
+
+
+def test_a_pneumothorax_study_is_aimed_at_diseases_whose_signs_contradict_its_own(graph):
+    targets = choose_counterfactual_targets(graph, {"Pneumothorax": 1.0}, PNEUMOTHORAX_SIGNS)
+
+    assert [(t.disease, t.score) for t in targets] == [("Pleural Effusion", 0.63),
+                                                       ("Consolidation", 0.54)]
+    assert targets[0].evidence == (
+        seed("Pleural Effusion", "opacified hemithorax", "association", 0.7),
+        seed("hyperlucency", "opacified hemithorax", "exclusion", 0.9),
+    )
+
+
+def test_from_pneumothorax_to_consolidation_negate_what_the_new_opacity_contradicts(graph):
+    plan = perturbation_plan(graph, "Pneumothorax", "Consolidation", PNEUMOTHORAX_SIGNS)
+
+    assert _names(plan.add) == ["air bronchogram", "airspace opacity"]
+    assert plan.negate == (PlanStep("absent lung markings", (
+        seed("absent lung markings", "airspace opacity", "exclusion", 0.6),)),)
+    assert _names(plan.remove) == ["hyperlucency", "visceral pleural line"]
+    assert plan.keep_locations == ()  # consolidation does not sit at the apex
+
+
+def test_from_pneumonia_to_atelectasis_keep_the_lobe_and_leave_lung_opacity_alone(graph):
+    labels = {"Pneumonia": 1.0, "Consolidation": 1.0, "Lung Opacity": 1.0}
+    findings = ["air bronchogram", "airspace opacity", "silhouette sign", "right lower lobe"]
+
+    [first, second] = choose_counterfactual_targets(graph, labels, findings)
+    plan = perturbation_plan(graph, ["Pneumonia", "Consolidation", "Lung Opacity"],
+                             "Atelectasis", findings)
+
+    assert (first.disease, second.disease) == ("Atelectasis", "Pleural Effusion")
+    assert _names(plan.add) == ["volume loss", "fissure displacement"]
+    assert plan.remove == (
+        PlanStep("air bronchogram", (
+            seed("Pneumonia", "air bronchogram", "association", 0.85),
+            seed("Consolidation", "air bronchogram", "association", 0.95))),
+        PlanStep("airspace opacity", (
+            seed("Pneumonia", "airspace opacity", "association", 0.85),
+            seed("Consolidation", "airspace opacity", "association", 0.9))),
+    )
+    assert plan.keep_locations == (PlanStep("right lower lobe", (
+        seed("Atelectasis", "right lower lobe", "located_at", 1.0),)),)
+
+
+def test_a_hyperinflated_normal_study_is_aimed_at_atelectasis_which_negates_hyperinflation(graph):
+    [first, _] = choose_counterfactual_targets(graph, {"No Finding": 1.0}, ["hyperinflation"])
+    plan = perturbation_plan(graph, "No Finding", "Atelectasis", ["hyperinflation"])
+
+    assert first.disease == "Atelectasis"
+    assert plan.negate == (PlanStep("hyperinflation", (
+        seed("Atelectasis", "hyperinflation", "exclusion", 0.8),
+        seed("hyperinflation", "volume loss", "exclusion", 0.9),
+    )),)
+
+
+def test_diseases_the_study_carries_or_implies_are_never_targets(graph):
+    labels = {"Pneumonia": 1.0, "Edema": -1.0}
+
+    targets = choose_counterfactual_targets(graph, labels, ["airspace opacity"], k=12)
+
+    assert {t.disease for t in targets}.isdisjoint(
+        {"Pneumonia", "Edema", "Consolidation", "Lung Opacity"})
+
+
+def test_a_study_nothing_relates_to_gets_no_target(graph):
+    assert choose_counterfactual_targets(graph, {}, []) == []
+
+
+def test_an_unknown_attribute_is_refused_by_name(graph):
+    with pytest.raises(ValueError, match="study attribute 'crazy paving' is not one of the concept "
+                                         "graph's attributes or locations"):
+        choose_counterfactual_targets(graph, {"Edema": 1.0}, ["crazy paving"])
+
+
+def test_a_target_must_be_a_disease(graph):
+    with pytest.raises(ValueError, match="target 'No Finding' is not one of the concept graph's "
+                                         "diseases"):
+        perturbation_plan(graph, "Edema", "No Finding", [])
