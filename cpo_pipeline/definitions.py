@@ -7,6 +7,7 @@ import dagster as dg
 from cpo_pipeline.assets.concepts import concept_graph
 from cpo_pipeline.assets.ingestion import mimic_cxr_ingestion
 from cpo_pipeline.assets.source import mimic_cxr_source
+from cpo_pipeline.assets.trajectories import counterfactual_trajectories
 from cpo_pipeline.resources.llm import LLMEndpointResource
 from cpo_pipeline.resources.parquet_io_manager import ParquetIOManager
 from cpo_pipeline.resources.settings import PipelineSettings
@@ -28,7 +29,7 @@ dataset_refresh_schedule = dg.ScheduleDefinition(
 )
 
 defs = dg.Definitions(
-    assets=[mimic_cxr_source, mimic_cxr_ingestion, concept_graph],
+    assets=[mimic_cxr_source, mimic_cxr_ingestion, concept_graph, counterfactual_trajectories],
     jobs=[dataset_refresh_job],
     schedules=[dataset_refresh_schedule],
     resources={

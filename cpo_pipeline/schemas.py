@@ -75,6 +75,33 @@ CXR_STUDIES = pa.schema(
     ]
 )
 
+COUNTERFACTUAL_TRAJECTORIES = pa.schema(
+    [
+        pa.field("study_id", pa.int64(), nullable=False),
+        pa.field("subject_id", pa.int64(), nullable=False),
+        pa.field("split", pa.string(), nullable=False),
+        pa.field("kind", pa.string(), nullable=False),  # factual | counterfactual
+        pa.field("source_diagnosis", pa.string(), nullable=False),
+        pa.field("target_disease", pa.string()),  # null for the factual trajectory
+        pa.field("text", pa.string()),  # null for a dead letter
+        pa.field("findings", pa.string()),
+        pa.field("edits", pa.string(), nullable=False),  # JSON list of {op, before, after}
+        pa.field("edit_tokens", pa.int32(), nullable=False),
+        pa.field("plan", pa.string()),  # JSON perturbation plan with its justifying edges
+        pa.field("expert_backend", pa.string(), nullable=False),
+        pa.field("expert_model", pa.string()),
+        pa.field("prompt_hash", pa.string()),
+        pa.field("verdict", pa.string(), nullable=False),
+        pa.field("verdict_reason", pa.string(), nullable=False),
+        pa.field("attempts", pa.int32(), nullable=False),
+        pa.field("prompt_tokens", pa.int64(), nullable=False),
+        pa.field("completion_tokens", pa.int64(), nullable=False),
+        pa.field("latency_s", pa.float64(), nullable=False),
+        pa.field("input_key", pa.string(), nullable=False),
+        pa.field("created_at", pa.timestamp("ms", tz="UTC"), nullable=False),
+    ]
+)
+
 INGEST_REJECTS = pa.schema(
     [
         pa.field("stage", pa.string(), nullable=False),
@@ -119,6 +146,7 @@ TABLES: dict[str, pa.Schema] = {
     "cxr_labels": CXR_LABELS,
     "cxr_studies": CXR_STUDIES,
     "ingest_rejects": INGEST_REJECTS,
+    "counterfactual_trajectories": COUNTERFACTUAL_TRAJECTORIES,
     "concept_nodes": CONCEPT_NODES,
     "concept_edges": CONCEPT_EDGES,
 }

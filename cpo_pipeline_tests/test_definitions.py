@@ -11,6 +11,7 @@ EXPECTED_GRAPH = {
     "cxr_studies": ["mimic_cxr_source"],
     "ingest_rejects": ["mimic_cxr_source"],
     "concept_graph": ["cxr_studies"],
+    "counterfactual_trajectories": ["concept_graph", "cxr_studies"],
 }
 
 

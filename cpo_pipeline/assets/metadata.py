@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import difflib
 import math
 
 import dagster as dg
@@ -47,3 +48,17 @@ def markdown_table(frame: pd.DataFrame) -> dg.MarkdownMetadataValue:
 def png_markdown(png: bytes, alt: str) -> dg.MarkdownMetadataValue:
     """An image shown inline in the Dagster UI (Markdown with a data URI)."""
     return dg.MetadataValue.md(f"![{alt}](data:image/png;base64,{base64.b64encode(png).decode()})")
+
+
+def word_diff_markdown(before: str, after: str) -> str:
+    """`after` against `before` word by word: deletions struck through, insertions in bold."""
+    old, new = before.split(), after.split()
+    parts = []
+    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(None, old, new, autojunk=False).get_opcodes():
+        if op in ("delete", "replace"):
+            parts.append("~~" + " ".join(old[i1:i2]) + "~~")
+        if op in ("insert", "replace"):
+            parts.append("**" + " ".join(new[j1:j2]) + "**")
+        if op == "equal":
+            parts.append(" ".join(old[i1:i2]))
+    return " ".join(parts)

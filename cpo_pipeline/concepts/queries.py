@@ -72,7 +72,7 @@ class PerturbationPlan:
 _PRESENT = (LABEL_POSITIVE, LABEL_UNCERTAIN)
 
 
-def _strongest(graph: nx.MultiDiGraph, first: str, second: str, relation: str) -> EdgeRef | None:
+def strongest_edge(graph: nx.MultiDiGraph, first: str, second: str, relation: str) -> EdgeRef | None:
     """The heaviest `relation` edge between two concepts, in either direction (ties: the most
     trusted source)."""
     found = []
@@ -91,7 +91,7 @@ def _related(graph: nx.MultiDiGraph, concept: str, relation: str, kind: str) -> 
     found = {}
     for other in neighbours:
         if graph.nodes[other]["kind"] == kind:
-            edge = _strongest(graph, concept, other, relation)
+            edge = strongest_edge(graph, concept, other, relation)
             if edge is not None:
                 found[other] = edge
     return found
@@ -115,7 +115,8 @@ def _split_findings(graph: nx.MultiDiGraph, study_attributes: Iterable[str]
     return attributes, [n for n in names if graph.nodes[n]["kind"] == LOCATION]
 
 
-def _ancestors(graph: nx.MultiDiGraph, disease: str) -> set[str]:
+def ancestors(graph: nx.MultiDiGraph, disease: str) -> set[str]:
+    """Every disease `disease` is a subtype of (Pneumonia: Consolidation, Lung Opacity)."""
     found, frontier = set(), [disease]
     while frontier:
         child = frontier.pop()
@@ -131,11 +132,11 @@ def _contradiction(graph: nx.MultiDiGraph, disease: str, attribute: str
     """How strongly `disease` contradicts `attribute`: a direct exclusion edge, or the product of
     an association of the disease with an attribute and that attribute's exclusion of this one."""
     best: tuple[float, tuple[EdgeRef, ...]] = (0.0, ())
-    direct = _strongest(graph, disease, attribute, EXCLUSION)
+    direct = strongest_edge(graph, disease, attribute, EXCLUSION)
     if direct is not None:
         best = (direct.weight, (direct,))
     for shown, association in _related(graph, disease, ASSOCIATION, ATTRIBUTE).items():
-        exclusion = _strongest(graph, shown, attribute, EXCLUSION)
+        exclusion = strongest_edge(graph, shown, attribute, EXCLUSION)
         if exclusion is not None and association.weight * exclusion.weight > best[0]:
             best = (association.weight * exclusion.weight, (association, exclusion))
     return best
@@ -168,16 +169,16 @@ def choose_counterfactual_targets(
     attributes, _ = _split_findings(graph, study_attributes)
     present = [label for label, value in study_labels.items() if value in _PRESENT]
     _check_concepts(graph, present, (DISEASE, OBSERVATION), "study label")
-    implied = set().union(*(_ancestors(graph, label) for label in present))
+    implied = set().union(*(ancestors(graph, label) for label in present))
     candidates = [
         name for name, kind in graph.nodes(data="kind")
         if kind == DISEASE and name not in present and name not in implied
     ]
     targets = []
     for disease in candidates:
-        shared = [_strongest(graph, disease, concept, relation)
+        shared = [strongest_edge(graph, disease, concept, relation)
                   for concept in present for relation in (ASSOCIATION, EXCLUSION)]
-        shared += [_strongest(graph, disease, a, ASSOCIATION) for a in attributes]
+        shared += [strongest_edge(graph, disease, a, ASSOCIATION) for a in attributes]
         evidence = [edge for edge in shared if edge is not None]
         score = sum(edge.weight for edge in evidence)
         for attribute in attributes:
@@ -213,7 +214,7 @@ def perturbation_plan(
     attributes, locations = _split_findings(graph, study_attributes)
 
     # A source the target implies stays true (Atelectasis is still a Lung Opacity): not edited.
-    edited = [source for source in sources if source not in _ancestors(graph, target)]
+    edited = [source for source in sources if source not in ancestors(graph, target)]
     source_signs = [_related(graph, source, ASSOCIATION, ATTRIBUTE) for source in edited]
     target_signs = _related(graph, target, ASSOCIATION, ATTRIBUTE)
     add = []
@@ -229,8 +230,8 @@ def perturbation_plan(
 
     negate, remove = [], []
     for attribute in sorted(attributes):
-        contradicting = [_strongest(graph, target, attribute, EXCLUSION)] + [
-            _strongest(graph, step.concept, attribute, EXCLUSION) for step in add
+        contradicting = [strongest_edge(graph, target, attribute, EXCLUSION)] + [
+            strongest_edge(graph, step.concept, attribute, EXCLUSION) for step in add
         ]
         contradicting = [edge for edge in contradicting if edge is not None]
         supporting = [signs[attribute] for signs in source_signs if attribute in signs]
@@ -241,7 +242,7 @@ def perturbation_plan(
 
     keep = []
     for location in sorted(locations):
-        site = _strongest(graph, target, location, LOCATED_AT)
+        site = strongest_edge(graph, target, location, LOCATED_AT)
         if site is not None:
             keep.append(PlanStep(location, (site,)))
     return PerturbationPlan(sources, target, tuple(add), tuple(remove), tuple(negate), tuple(keep))

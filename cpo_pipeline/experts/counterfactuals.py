@@ -1,0 +1,333 @@
+"""Factual and counterfactual reasoning trajectories per study, from an LLM or the offline expert.
+
+For each study: one factual trajectory (its findings and positive diagnoses) and up to `k`
+counterfactuals toward the concept graph's most relevant target diseases. Each counterfactual
+replaces one source disease — the study's positive disease most strongly related to the target
+in the graph (none for a normal study, or when every positive is implied by the target, as Lung
+Opacity is by Atelectasis) — following the graph's perturbation plan. Every candidate goes through
+the verifier; an LLM candidate that fails is asked for again, with the reason, up to
+`max_candidates` times, then recorded as rejected. Transport failures (after the client's own
+retries) are recorded as dead letters. One bad study never fails the batch.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+
+import networkx as nx
+import pandas as pd
+
+from cpo_pipeline.concepts.mentions import ConceptExtractor
+from cpo_pipeline.concepts.queries import (
+    PerturbationPlan,
+    ancestors,
+    choose_counterfactual_targets,
+    perturbation_plan,
+    strongest_edge,
+)
+from cpo_pipeline.experts import offline_expert
+from cpo_pipeline.experts.llm_client import (
+    ChatRequest,
+    ChatResult,
+    EndpointConfig,
+    RequestCounters,
+    complete_many,
+)
+from cpo_pipeline.experts.prompts import PROMPT_HASH, counterfactual_messages
+from cpo_pipeline.experts.response_cache import ResponseCache
+from cpo_pipeline.experts.trajectory import (
+    NO_FINDING,
+    TrajectoryFormatError,
+    format_trajectory,
+    parse_trajectory,
+    positive_diseases,
+)
+from cpo_pipeline.experts.verifier import (
+    Verdict,
+    VerifierConfig,
+    diagnosis_of,
+    verify_counterfactual,
+)
+from cpo_pipeline.radiology.chexpert import CHEXPERT_LABELS
+
+FACTUAL = "factual"
+COUNTERFACTUAL = "counterfactual"
+REPORT_BACKEND = "report"
+LLM_BACKEND = "openai-compatible"
+ACCEPTED, REJECTED, DEAD_LETTER = "accepted", "rejected", "dead_letter"
+
+TRAJECTORY_COLUMNS = (
+    "study_id", "subject_id", "split", "kind", "source_diagnosis", "target_disease", "text",
+    "findings", "edits", "edit_tokens", "plan", "expert_backend", "expert_model", "prompt_hash",
+    "verdict", "verdict_reason", "attempts", "prompt_tokens", "completion_tokens", "latency_s",
+)
+
+
+@dataclass(frozen=True)
+class StudyInput:
+    subject_id: int
+    study_id: int
+    split: str
+    findings: str
+    labels: dict[str, float | None]
+
+    @property
+    def diagnoses(self) -> tuple[str, ...]:
+        return positive_diseases(self.labels)
+
+
+@dataclass(frozen=True)
+class CounterfactualTask:
+    study: StudyInput
+    source: str | None
+    target: str
+    plan: PerturbationPlan
+
+    @property
+    def key(self) -> str:
+        return f"{self.study.study_id}/{self.target}"
+
+
+@dataclass(frozen=True)
+class GenerationOptions:
+    k: int = 2
+    max_candidates: int = 3
+    verifier: VerifierConfig = field(default_factory=VerifierConfig)
+
+
+def study_inputs(studies: pd.DataFrame) -> list[StudyInput]:
+    """`cxr_studies` rows as expert inputs (labels: NaN → None)."""
+    labels = studies[list(CHEXPERT_LABELS)].astype(object)
+    labels = labels.where(labels.notna(), None)
+    return [
+        StudyInput(int(s), int(t), str(p), str(f), dict(zip(CHEXPERT_LABELS, row, strict=True)))
+        for s, t, p, f, row in zip(
+            studies["subject_id"], studies["study_id"], studies["split"],
+            studies["findings_text"], labels.itertuples(index=False, name=None), strict=True)
+    ]
+
+
+def choose_source(graph: nx.MultiDiGraph, diagnoses: Sequence[str], target: str) -> str | None:
+    """The diagnosis a counterfactual toward `target` replaces: the one most strongly related to
+    the target (association or exclusion), ties in CheXpert order; None if there is none to
+    replace (No Finding, or only diseases the target implies)."""
+    implied = ancestors(graph, target)
+    candidates = [d for d in diagnoses if d != NO_FINDING and d not in implied]
+    if not candidates:
+        return None
+
+    def strength(disease: str) -> float:
+        edges = [strongest_edge(graph, disease, target, r) for r in ("association", "exclusion")]
+        return max((edge.weight for edge in edges if edge is not None), default=0.0)
+
+    return max(candidates, key=lambda d: (strength(d), -candidates.index(d)))
+
+
+def plan_counterfactuals(
+    study: StudyInput, graph: nx.MultiDiGraph, extractor: ConceptExtractor, k: int
+) -> list[CounterfactualTask]:
+    attributes = extractor.present(study.findings)
+    tasks = []
+    for target in choose_counterfactual_targets(graph, study.labels, attributes, k):
+        source = choose_source(graph, study.diagnoses, target.disease)
+        plan = perturbation_plan(graph, source or NO_FINDING, target.disease, attributes)
+        tasks.append(CounterfactualTask(study, source, target.disease, plan))
+    return tasks
+
+
+def _plan_json(plan: PerturbationPlan) -> str:
+    return json.dumps(
+        {part: [{"concept": step.concept, "edges": [asdict(edge) for edge in step.edges]}
+                for step in getattr(plan, part)]
+         for part in ("add", "remove", "negate", "keep_locations")},
+        sort_keys=True,
+    )
+
+
+def _edits_json(verdict: Verdict) -> str:
+    return json.dumps([asdict(edit) for edit in verdict.edits])
+
+
+def factual_row(study: StudyInput) -> dict[str, object]:
+    return {
+        "study_id": study.study_id, "subject_id": study.subject_id, "split": study.split,
+        "kind": FACTUAL, "source_diagnosis": " and ".join(study.diagnoses), "target_disease": None,
+        "text": format_trajectory(study.findings, study.diagnoses),
+        "findings": " ".join(study.findings.split()), "edits": "[]", "edit_tokens": 0,
+        "plan": None, "expert_backend": REPORT_BACKEND, "expert_model": None,
+        "prompt_hash": None, "verdict": FACTUAL, "verdict_reason": "the study's own report",
+        "attempts": 0, "prompt_tokens": 0, "completion_tokens": 0, "latency_s": 0.0,
+    }
+
+
+def _counterfactual_row(
+    task: CounterfactualTask, verdict: Verdict, candidate: str | None, *, status: str,
+    backend: str, model: str | None, prompt_hash: str | None, attempts: int,
+    result: ChatResult | None = None,
+) -> dict[str, object]:
+    findings = None
+    if candidate is not None:
+        try:
+            findings = parse_trajectory(candidate).findings
+        except TrajectoryFormatError:
+            findings = None
+    return {
+        "study_id": task.study.study_id, "subject_id": task.study.subject_id,
+        "split": task.study.split, "kind": COUNTERFACTUAL,
+        "source_diagnosis": task.source or NO_FINDING, "target_disease": task.target,
+        "text": candidate, "findings": findings, "edits": _edits_json(verdict),
+        "edit_tokens": verdict.edit_tokens, "plan": _plan_json(task.plan),
+        "expert_backend": backend, "expert_model": model, "prompt_hash": prompt_hash,
+        "verdict": status, "verdict_reason": verdict.reason, "attempts": attempts,
+        "prompt_tokens": result.prompt_tokens if result else 0,
+        "completion_tokens": result.completion_tokens if result else 0,
+        "latency_s": result.latency_s if result else 0.0,
+    }
+
+
+def _verify(task: CounterfactualTask, candidate: str, options: GenerationOptions) -> Verdict:
+    return verify_counterfactual(task.study.findings, candidate, task.source or NO_FINDING,
+                                 task.target, options.verifier)
+
+
+def offline_rows(
+    tasks: Sequence[CounterfactualTask], extractor: ConceptExtractor, options: GenerationOptions
+) -> list[dict[str, object]]:
+    """Counterfactuals written by the offline concept-graph expert (one deterministic try)."""
+    rows = []
+    for task in tasks:
+        findings = offline_expert.apply_plan(task.study.findings, task.plan, task.source,
+                                             extractor)
+        candidate = format_trajectory(findings, diagnosis_of(findings))
+        verdict = _verify(task, candidate, options)
+        rows.append(_counterfactual_row(
+            task, verdict, candidate, status=ACCEPTED if verdict.accepted else REJECTED,
+            backend=offline_expert.BACKEND, model=None, prompt_hash=None, attempts=1))
+    return rows
+
+
+def graph_context(graph: nx.MultiDiGraph, task: CounterfactualTask) -> str:
+    """The graph's relations among the source, the target and the plan's concepts, as lines."""
+    plan = task.plan
+    concepts = {task.target, *(step.concept for part in (plan.add, plan.remove, plan.negate,
+                                                         plan.keep_locations) for step in part)}
+    if task.source:
+        concepts.add(task.source)
+    lines = set()
+    for first, second, data in graph.edges(data=True):
+        if first in concepts and second in concepts and data["relation"] != "located_at":
+            lines.add(f"{first} --{data['relation']} ({data['weight']:.2f})--> {second}")
+    return "\n".join(sorted(lines))
+
+
+def plan_context(task: CounterfactualTask) -> str:
+    lines = []
+    if task.source:
+        lines.append(f"- replace {task.source} with {task.target}")
+    else:
+        lines.append(f"- add findings of {task.target}")
+    for verb, steps in (("add", task.plan.add), ("remove", task.plan.remove),
+                        ("negate", task.plan.negate), ("keep location", task.plan.keep_locations)):
+        lines += [f"- {verb}: {step.concept}" for step in steps]
+    return "\n".join(lines)
+
+
+def _format_error(text: str) -> str | None:
+    try:
+        parse_trajectory(text)
+    except TrajectoryFormatError as error:
+        return str(error)
+    return None
+
+
+def llm_rows(
+    tasks: Sequence[CounterfactualTask],
+    graph: nx.MultiDiGraph,
+    endpoint: EndpointConfig,
+    cache: ResponseCache | None,
+    options: GenerationOptions,
+    counters: RequestCounters,
+    on_progress: Callable[[int, int, RequestCounters], None] | None = None,
+) -> list[dict[str, object]]:
+    """Counterfactuals from the LLM expert, each candidate verified, rejected ones asked again
+    with the rejection reason (the conversation, and so its cache key, includes it)."""
+    conversations = {
+        task.key: counterfactual_messages(task.study.findings, task.source or NO_FINDING,
+                                          task.target, graph_context(graph, task),
+                                          plan_context(task))
+        for task in tasks
+    }
+    rows: dict[str, dict[str, object]] = {}
+    pending = list(tasks)
+    for attempt in range(1, options.max_candidates + 1):
+        if not pending:
+            break
+        requests = [ChatRequest(f"{task.key}/candidate-{attempt}", conversations[task.key])
+                    for task in pending]
+        results = complete_many(endpoint, requests, cache=cache, validate=_format_error,
+                                on_progress=on_progress, counters=counters)
+        still_pending = []
+        for task, result in zip(pending, results, strict=True):
+            common = {"backend": LLM_BACKEND, "model": result.model, "prompt_hash": PROMPT_HASH,
+                      "attempts": attempt, "result": result}
+            if not result.ok:
+                rows[task.key] = _counterfactual_row(
+                    task, Verdict(False, f"dead letter: {result.error}"), None,
+                    status=DEAD_LETTER, **common)
+                continue
+            verdict = _verify(task, result.text, options)
+            status = ACCEPTED if verdict.accepted else REJECTED
+            rows[task.key] = _counterfactual_row(task, verdict, result.text, status=status,
+                                                 **common)
+            if not verdict.accepted:
+                conversations[task.key] = [
+                    *conversations[task.key],
+                    {"role": "assistant", "content": result.text},
+                    {"role": "user", "content": f"That answer was rejected: {verdict.reason}. "
+                                                "Write it again, following every rule."},
+                ]
+                still_pending.append(task)
+        pending = still_pending
+    return [rows[task.key] for task in tasks]
+
+
+def generate_trajectories(
+    studies: Sequence[StudyInput],
+    graph: nx.MultiDiGraph,
+    extractor: ConceptExtractor,
+    options: GenerationOptions,
+    *,
+    endpoint: EndpointConfig | None = None,
+    cache: ResponseCache | None = None,
+    counters: RequestCounters | None = None,
+    on_progress: Callable[[int, int, RequestCounters], None] | None = None,
+) -> pd.DataFrame:
+    """Every study's factual trajectory and its counterfactuals (`TRAJECTORY_COLUMNS`)."""
+    tasks = [task for study in studies
+             for task in plan_counterfactuals(study, graph, extractor, options.k)]
+    if endpoint is None:
+        counterfactual = offline_rows(tasks, extractor, options)
+    else:
+        counterfactual = llm_rows(tasks, graph, endpoint, cache, options,
+                                  counters or RequestCounters(), on_progress)
+    rows = [factual_row(study) for study in studies] + counterfactual
+    return sort_trajectories(pd.DataFrame(rows, columns=list(TRAJECTORY_COLUMNS)))
+
+
+def sort_trajectories(frame: pd.DataFrame) -> pd.DataFrame:
+    """By study, the factual trajectory first, then counterfactuals by target disease."""
+    order = frame["kind"].map({FACTUAL: 0, COUNTERFACTUAL: 1})
+    return (frame.assign(_kind=order)
+            .sort_values(["study_id", "_kind", "target_disease"], kind="stable",
+                         na_position="first")
+            .drop(columns="_kind").reset_index(drop=True))
+
+
+def dead_letter_fraction(trajectories: pd.DataFrame) -> float:
+    """Share of counterfactual tasks that ended without an accepted counterfactual."""
+    counterfactual = trajectories[trajectories["kind"] == COUNTERFACTUAL]
+    if counterfactual.empty:
+        return 0.0
+    return float(counterfactual["verdict"].isin([REJECTED, DEAD_LETTER]).mean())
