@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dagster as dg
+import pandas as pd
 import pyarrow as pa
 
 from cpo_pipeline.radiology.chexpert import CHEXPERT_LABELS
+from cpo_pipeline.storage import table_fingerprint
 
 _IDS = [pa.field("subject_id", pa.int64(), nullable=False),
         pa.field("study_id", pa.int64(), nullable=False)]
@@ -181,3 +183,9 @@ def table_schema_metadata(schema: pa.Schema) -> dg.TableSchema:
     return dg.TableSchema(
         columns=[dg.TableColumn(name=f.name, type=str(f.type)) for f in schema]
     )
+
+
+def content_version(frame: pd.DataFrame, name: str) -> str:
+    """The data version of table `name` as it will be written: the fingerprint of the conformed
+    Arrow table, so the same rows give the same version whatever pandas dtypes they came in."""
+    return table_fingerprint(conform(pa.Table.from_pandas(frame, preserve_index=False), name))

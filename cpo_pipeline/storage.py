@@ -9,7 +9,6 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -72,7 +71,3 @@ def table_fingerprint(table: pa.Table) -> str:
     digest.update(sink.getvalue())
     return digest.hexdigest()
 
-
-def frame_version(frame: pd.DataFrame) -> str:
-    """`table_fingerprint` of a DataFrame, as written (no index)."""
-    return table_fingerprint(pa.Table.from_pandas(frame, preserve_index=False))

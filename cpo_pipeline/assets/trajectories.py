@@ -41,7 +41,8 @@ from cpo_pipeline.layout import SPLITS
 from cpo_pipeline.radiology.chexpert import CHEXPERT_LABELS
 from cpo_pipeline.resources.llm import LLMEndpointResource
 from cpo_pipeline.resources.settings import PipelineSettings
-from cpo_pipeline.storage import frame_version, table_path
+from cpo_pipeline.schemas import content_version
+from cpo_pipeline.storage import table_path
 
 GENERATOR_VERSION = "1"
 _DIFF_SAMPLES = 5
@@ -143,7 +144,7 @@ def counterfactual_trajectories(
     table = sort_trajectories(pd.concat([reused, fresh]) if reused is not None else fresh)
 
     fraction = dead_letter_fraction(table)
-    yield dg.Output(table, data_version=dg.DataVersion(frame_version(table)),
+    yield dg.Output(table, data_version=dg.DataVersion(content_version(table, "counterfactual_trajectories")),
                     metadata=_metadata(table, counters, len(todo)))
     yield dg.AssetCheckResult(
         check_name="dead_letters_below_bound", passed=fraction <= config.max_dead_letter_fraction,

@@ -1,0 +1,201 @@
+"""Trajectory generation with the offline expert and with an LLM behind a real local
+OpenAI-compatible server (a scripted radiologist answering the project's own prompt)."""
+
+import re
+
+import pandas as pd
+import pytest
+
+from cpo_pipeline.concepts.graph import build_concept_graph
+from cpo_pipeline.concepts.mentions import ConceptExtractor
+from cpo_pipeline.concepts.ontology import load_ontology
+from cpo_pipeline.experts import offline_expert
+from cpo_pipeline.experts.counterfactuals import (
+    GenerationOptions,
+    StudyInput,
+    dead_letter_fraction,
+    generate_trajectories,
+    plan_counterfactuals,
+)
+from cpo_pipeline.experts.llm_client import EndpointConfig, RequestCounters
+from cpo_pipeline.experts.response_cache import ResponseCache
+from cpo_pipeline.experts.testing_server import Fault, FaultKind, OpenAICompatibleServer
+from cpo_pipeline.experts.trajectory import format_trajectory, parse_trajectory
+from cpo_pipeline.experts.verifier import diagnosis_of
+from cpo_pipeline.radiology.chexpert import CHEXPERT_LABELS
+from cpo_pipeline.radiology.labeller import find_mentions
+from cpo_pipeline.settings import Secret
+
+ONTOLOGY = load_ontology()
+GRAPH = build_concept_graph(ONTOLOGY)
+EXTRACTOR = ConceptExtractor(ONTOLOGY)
+
+
+def study(study_id, findings, **positive):
+    labels = dict.fromkeys(CHEXPERT_LABELS)
+    labels.update({name.replace("_", " "): value for name, value in positive.items()})
+    return StudyInput(10_000_000 + study_id, 50_000_000 + study_id, "train", findings, labels)
+
+
+STUDIES = [
+    study(1, "The heart is moderately enlarged. No pleural effusion or pneumothorax.",
+          Cardiomegaly=1.0, Pleural_Effusion=0.0, Pneumothorax=0.0),
+    study(2, "Small right apical pneumothorax with absent lung markings. Lungs otherwise clear.",
+          Pneumothorax=1.0),
+    study(3, "Moderate left pleural effusion. Heart size is normal.", Pleural_Effusion=1.0,
+          Cardiomegaly=0.0),
+]
+
+
+def radiologist(messages):
+    """Answers the counterfactual prompt as a careful radiologist would: drops the sentences
+    asserting the current diagnosis and states the target."""
+    prompt = messages[1]["content"]
+    findings = re.search(r"Report findings:\n(.*?)\n\n", prompt, re.DOTALL).group(1)
+    source = re.search(r"Current diagnosis: (.*)", prompt).group(1)
+    target = re.search(r"Target diagnosis: (.*)", prompt).group(1)
+    kept = [s for s in offline_expert.split_sentences(findings)
+            if not any(m.label == source and m.status == 1.0 for m in find_mentions(s))]
+    new = " ".join([*kept, f"There is {offline_expert.TARGET_PHRASES[target]}."])
+    return format_trajectory(new, diagnosis_of(new))
+
+
+def endpoint(server, **overrides):
+    fast = {"timeout_s": 2.0, "backoff_base_s": 0.01, "backoff_cap_s": 0.05, "max_attempts": 2}
+    return EndpointConfig(server.base_url, "cpo-test-model", api_key=Secret("sk-test"),
+                          **{**fast, **overrides})
+
+
+@pytest.fixture
+def cache(tmp_path):
+    with ResponseCache(tmp_path / "responses.sqlite") as opened:
+        yield opened
+
+
+def test_every_study_gets_one_factual_and_k_counterfactuals_toward_graph_targets():
+    table = generate_trajectories(STUDIES, GRAPH, EXTRACTOR, GenerationOptions(k=2))
+
+    assert table.groupby("study_id")["kind"].apply(list).tolist() == [
+        ["factual", "counterfactual", "counterfactual"]] * 3
+    factual = table[table["kind"] == "factual"].set_index("study_id")
+    assert factual.loc[50_000_001, "text"] == (
+        "<think> The heart is moderately enlarged. No pleural effusion or pneumothorax. "
+        "</think> The disease of this patient is Cardiomegaly.")
+    targets = table[table["study_id"] == 50_000_001]["target_disease"].dropna().tolist()
+    assert sorted(targets) == ["Edema", "Pleural Effusion"]
+
+
+def test_offline_counterfactuals_are_verified_and_name_their_expert():
+    table = generate_trajectories(STUDIES, GRAPH, EXTRACTOR, GenerationOptions(k=2))
+    counterfactual = table[table["kind"] == "counterfactual"]
+
+    assert (counterfactual["expert_backend"] == "offline-concept-graph").all()
+    assert (counterfactual["verdict"] == "accepted").all(), counterfactual["verdict_reason"]
+    effusion = counterfactual[(counterfactual["study_id"] == 50_000_001)
+                              & (counterfactual["target_disease"] == "Pleural Effusion")].iloc[0]
+    parsed = parse_trajectory(effusion["text"])
+    assert parsed.diagnoses == ("Pleural Effusion",)
+    assert "enlarged" not in parsed.findings
+    assert effusion["source_diagnosis"] == "Cardiomegaly"
+    assert 0 < effusion["edit_tokens"] <= 32
+
+
+def test_the_llm_expert_answers_through_the_openai_protocol(cache):
+    with OpenAICompatibleServer(responder=radiologist) as server:
+        counters = RequestCounters()
+        table = generate_trajectories(STUDIES, GRAPH, EXTRACTOR, GenerationOptions(k=2),
+                                      endpoint=endpoint(server), cache=cache, counters=counters)
+        sent = len(server.chat_requests)
+        authorization = server.chat_requests[0].headers["authorization"]
+
+    counterfactual = table[table["kind"] == "counterfactual"]
+    assert sent == counters.requests_sent == len(counterfactual) == 6
+    assert authorization == "Bearer sk-test"
+    assert (counterfactual["verdict"] == "accepted").all(), counterfactual["verdict_reason"]
+    assert (counterfactual["expert_backend"] == "openai-compatible").all()
+    assert (counterfactual["expert_model"] == "cpo-test-model").all()
+    assert (counterfactual["prompt_tokens"] > 0).all()
+    assert counterfactual["prompt_hash"].nunique() == 1
+
+
+def test_a_rejected_candidate_is_asked_for_again_with_the_reason(cache):
+    def stubborn_then_right(messages):
+        if len(messages) == 2:  # first candidate: repeats the factual findings unchanged
+            findings = re.search(r"Report findings:\n(.*?)\n\n", messages[1]["content"], re.DOTALL)
+            return format_trajectory(findings.group(1), ["Edema"])
+        assert messages[-1]["content"].startswith("That answer was rejected:")
+        return radiologist(messages[:2])
+
+    with OpenAICompatibleServer(responder=stubborn_then_right) as server:
+        table = generate_trajectories(STUDIES[:1], GRAPH, EXTRACTOR, GenerationOptions(k=1),
+                                      endpoint=endpoint(server), cache=cache)
+        sent = len(server.chat_requests)
+
+    row = table[table["kind"] == "counterfactual"].iloc[0]
+    assert sent == 2
+    assert row["verdict"] == "accepted" and row["attempts"] == 2
+
+
+def test_candidates_still_wrong_after_the_bound_are_recorded_as_rejected(cache):
+    unchanged = lambda messages: format_trajectory("The heart is enlarged.", ["Cardiomegaly"])
+    with OpenAICompatibleServer(responder=unchanged) as server:
+        table = generate_trajectories(STUDIES[:1], GRAPH, EXTRACTOR,
+                                      GenerationOptions(k=1, max_candidates=3),
+                                      endpoint=endpoint(server), cache=cache)
+        sent = len(server.chat_requests)
+
+    row = table[table["kind"] == "counterfactual"].iloc[0]
+    assert sent == 3
+    assert (row["verdict"], row["attempts"]) == ("rejected", 3)
+    assert row["verdict_reason"].startswith("labeller does not find")
+    assert dead_letter_fraction(table) == 1.0
+
+
+def test_garbage_completions_become_dead_letters_without_failing_the_batch(cache):
+    garbage_for_study_2 = lambda request: (
+        Fault(FaultKind.GARBAGE_BODY) if "Small right apical pneumothorax" in request.prompt else None)
+    with OpenAICompatibleServer(responder=radiologist, faults=garbage_for_study_2) as server:
+        table = generate_trajectories(STUDIES, GRAPH, EXTRACTOR, GenerationOptions(k=2),
+                                      endpoint=endpoint(server), cache=cache)
+
+    verdicts = table[table["kind"] == "counterfactual"].groupby("study_id")["verdict"].apply(set)
+    assert verdicts[50_000_002] == {"dead_letter"}
+    assert verdicts[50_000_001] == verdicts[50_000_003] == {"accepted"}
+    dead = table[table["verdict"] == "dead_letter"].iloc[0]
+    assert pd.isna(dead["text"]) and dead["verdict_reason"].startswith("dead letter:")
+
+
+def test_a_rerun_after_a_failed_run_asks_only_for_what_was_never_answered(cache):
+    down_for_study_3 = lambda request: (
+        Fault(FaultKind.HTTP_ERROR, status=503) if "Moderate left pleural" in request.prompt
+        else None)
+    with OpenAICompatibleServer(responder=radiologist, faults=down_for_study_3) as server:
+        generate_trajectories(STUDIES, GRAPH, EXTRACTOR, GenerationOptions(k=2),
+                              endpoint=endpoint(server), cache=cache)
+    with OpenAICompatibleServer(responder=radiologist) as server:
+        table = generate_trajectories(STUDIES, GRAPH, EXTRACTOR, GenerationOptions(k=2),
+                                      endpoint=endpoint(server), cache=cache)
+        prompts = [request.prompt for request in server.chat_requests]
+
+    assert len(prompts) == 2 and all("Moderate left pleural" in p for p in prompts)
+    assert (table[table["kind"] == "counterfactual"]["verdict"] == "accepted").all()
+
+
+def test_a_fully_cached_rerun_sends_no_request(cache):
+    with OpenAICompatibleServer(responder=radiologist) as server:
+        first = generate_trajectories(STUDIES, GRAPH, EXTRACTOR, GenerationOptions(k=2),
+                                      endpoint=endpoint(server), cache=cache)
+        before = len(server.chat_requests)
+        again = generate_trajectories(STUDIES, GRAPH, EXTRACTOR, GenerationOptions(k=2),
+                                      endpoint=endpoint(server), cache=cache)
+        after = len(server.chat_requests)
+
+    assert before == 6 and after == before
+    pd.testing.assert_frame_equal(first, again)
+
+
+def test_plans_replace_the_diagnosis_most_related_to_the_target():
+    [task] = plan_counterfactuals(STUDIES[0], GRAPH, EXTRACTOR, k=1)
+
+    assert (task.source, task.target) == ("Cardiomegaly", "Edema")
+    assert {step.concept for step in task.plan.add} >= {"pulmonary vascular congestion"}
