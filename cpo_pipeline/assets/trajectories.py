@@ -27,6 +27,7 @@ from cpo_pipeline.experts.counterfactuals import (
     COUNTERFACTUAL,
     FACTUAL,
     LLM_BACKEND,
+    TRAJECTORY_COLUMNS,
     GenerationOptions,
     dead_letter_fraction,
     generate_trajectories,
@@ -46,6 +47,7 @@ from cpo_pipeline.storage import table_path
 
 GENERATOR_VERSION = "1"
 _DIFF_SAMPLES = 5
+_CHUNK_STUDIES = 2_000
 
 
 class TrajectoryConfig(dg.Config):
@@ -132,13 +134,21 @@ def counterfactual_trajectories(
 
     extractor = ConceptExtractor(load_ontology())
     cache = ResponseCache.under(resolved.data_root) if endpoint is not None else None
+    inputs, parts = study_inputs(todo), []
     try:
-        fresh = generate_trajectories(
-            study_inputs(todo), graph, extractor, options, endpoint=endpoint, cache=cache,
-            counters=counters, on_progress=progress)
+        # In chunks, so the log shows progress on a large tree; a chunk is big enough to keep
+        # an endpoint saturated (2 requests a study).
+        for start in range(0, len(inputs), _CHUNK_STUDIES):
+            parts.append(generate_trajectories(
+                inputs[start:start + _CHUNK_STUDIES], graph, extractor, options,
+                endpoint=endpoint, cache=cache, counters=counters, on_progress=progress))
+            context.log.info(f"trajectories: {min(start + _CHUNK_STUDIES, len(inputs))}/"
+                             f"{len(inputs)} studies generated")
     finally:
         if cache is not None:
             cache.close()
+    fresh = (pd.concat(parts, ignore_index=True) if parts
+             else pd.DataFrame(columns=list(TRAJECTORY_COLUMNS)))
     fresh["input_key"] = fresh["study_id"].map(dict(zip(todo["study_id"], keys[todo.index])))
     fresh["created_at"] = pd.Timestamp(datetime.now(UTC)).floor("ms")
     table = sort_trajectories(pd.concat([reused, fresh]) if reused is not None else fresh)
