@@ -154,8 +154,8 @@ def counterfactual_trajectories(
     table = sort_trajectories(pd.concat([reused, fresh]) if reused is not None else fresh)
 
     fraction = dead_letter_fraction(table)
-    yield dg.Output(table, data_version=dg.DataVersion(content_version(table, "counterfactual_trajectories")),
-                    metadata=_metadata(table, counters, len(todo)))
+    version = dg.DataVersion(content_version(table, "counterfactual_trajectories"))
+    yield dg.Output(table, data_version=version, metadata=_metadata(table, counters, len(todo)))
     yield dg.AssetCheckResult(
         check_name="dead_letters_below_bound", passed=fraction <= config.max_dead_letter_fraction,
         metadata={"fraction": round(fraction, 4), "bound": config.max_dead_letter_fraction},

@@ -1,0 +1,126 @@
+"""counterfactual_trajectories over 10,000 studies against a local OpenAI-compatible server.
+
+Writes a synthetic `cxr_studies` table (findings written from sampled CheXpert labels) and the
+seed concept graph under a temporary data root, then materializes the real
+`counterfactual_trajectories` asset three times with the LLM expert pointed at
+`OpenAICompatibleServer` (answering instantly with a scripted radiologist):
+
+1. cold: every counterfactual is requested (fills the durable response cache);
+2. fully cached re-run: unchanged studies keep their rows — the target is 0 requests in < 20 s;
+3. re-run without the previous table: every row is recomputed, every answer comes from the
+   response cache (0 requests) — the crash-resume path.
+
+Prints requests and wall seconds of each beside the target.
+
+    .venv/bin/python benchmarks/bench_trajectories.py [--studies 10000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+TARGET_SECONDS = 20.0
+
+
+def synthetic_studies(count: int, seed: int = 0) -> pd.DataFrame:
+    from cpo_pipeline.demo.reports import sample_labels, write_findings
+    from cpo_pipeline.radiology.chexpert import CHEXPERT_LABELS
+
+    rng = np.random.default_rng(seed)
+    rows = []
+    for index in range(count):
+        labels = sample_labels(rng)
+        rows.append({
+            "subject_id": 10_000_000 + index, "study_id": 50_000_000 + index, "split": "train",
+            "dicom_id": f"{index:08x}-00000000-00000000-00000000-00000000",
+            "view_position": "PA", "lateral_only": False, "n_images": 1,
+            "image_path": f"/images/{index}.png", "findings_text": write_findings(labels, rng),
+            "findings_source": "findings", **{name: labels[name] for name in CHEXPERT_LABELS},
+            "label_source": "chexpert", "study_datetime": pd.Timestamp("2150-01-01"),
+            "visit_index": 0, "stage": 0,
+        })
+    return pd.DataFrame(rows)
+
+
+def radiologist(messages: list[dict]) -> str:
+    """The scripted expert: drops sentences asserting the current diagnosis, states the target."""
+    from cpo_pipeline.experts import offline_expert
+    from cpo_pipeline.experts.trajectory import format_trajectory
+    from cpo_pipeline.experts.verifier import diagnosis_of
+    from cpo_pipeline.radiology.labeller import find_mentions
+
+    prompt = messages[1]["content"]
+    findings = re.search(r"Report findings:\n(.*?)\n\n", prompt, re.DOTALL).group(1)
+    source = re.search(r"Current diagnosis: (.*)", prompt).group(1)
+    target = re.search(r"Target diagnosis: (.*)", prompt).group(1)
+    kept = [s for s in offline_expert.split_sentences(findings)
+            if not any(m.label == source and m.status == 1.0 for m in find_mentions(s))]
+    new = " ".join([*kept, f"There is {offline_expert.TARGET_PHRASES[target]}."])
+    return format_trajectory(new, diagnosis_of(new))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--studies", type=int, default=10_000)
+    args = parser.parse_args()
+
+    import dagster as dg
+
+    from cpo_pipeline.concepts.graph import ConceptGraphFiles, build_concept_graph, write_graph
+    from cpo_pipeline.concepts.ontology import load_ontology
+    from cpo_pipeline.definitions import defs
+    from cpo_pipeline.experts.testing_server import OpenAICompatibleServer
+    from cpo_pipeline.resources.llm import LLMEndpointResource
+    from cpo_pipeline.resources.parquet_io_manager import ParquetIOManager
+    from cpo_pipeline.resources.settings import PipelineSettings
+    from cpo_pipeline.schemas import conform
+    from cpo_pipeline.storage import table_path, write_parquet
+
+    with tempfile.TemporaryDirectory() as folder, \
+            OpenAICompatibleServer(responder=radiologist) as server:
+        root = Path(folder)
+        started = time.perf_counter()
+        studies = synthetic_studies(args.studies)
+        write_parquet(conform(pa.Table.from_pandas(studies, preserve_index=False), "cxr_studies"),
+                      table_path(root, ["cxr_studies"]))
+        write_graph(build_concept_graph(load_ontology()), ConceptGraphFiles.under(root).graph)
+        print(f"wrote {args.studies:,} synthetic studies and the seed concept graph in "
+              f"{time.perf_counter() - started:.1f} s")
+        os.environ.update({"CPO_LLM_BASE_URL": server.base_url, "CPO_LLM_MODEL": "cpo-test-model"})
+        resources = {"settings": PipelineSettings(data_root=str(root)),
+                     "io_manager": ParquetIOManager(data_root=str(root)),
+                     "llm": LLMEndpointResource(concurrency=64)}
+        assets = [defs.get_assets_def(name) for name in
+                  ("cxr_studies", "concept_graph", "counterfactual_trajectories")]
+
+        def run(label: str) -> None:
+            before = len(server.chat_requests)
+            started = time.perf_counter()
+            result = dg.materialize(assets, resources=resources,
+                                    selection=["counterfactual_trajectories"],
+                                    instance=dg.DagsterInstance.ephemeral(),
+                                    run_config={"loggers": {"console": {"config": {
+                                        "log_level": "WARNING"}}}})
+            seconds = time.perf_counter() - started
+            sent = len(server.chat_requests) - before
+            print(f"{label:<44}{sent:>10,}{seconds:>10.1f}   success={result.success}")
+
+        print(f"{'run':<44}{'requests':>10}{'wall s':>10}")
+        run("1 cold (fills the response cache)")
+        run("2 fully cached re-run")
+        table_path(root, ["counterfactual_trajectories"]).unlink()
+        run("3 re-run without the previous table")
+        print(f"target: run 2 sends 0 requests and takes < {TARGET_SECONDS:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
