@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import tempfile
 import time
 from pathlib import Path
@@ -51,23 +50,6 @@ def synthetic_studies(count: int, seed: int = 0) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def radiologist(messages: list[dict]) -> str:
-    """The scripted expert: drops sentences asserting the current diagnosis, states the target."""
-    from cpo_pipeline.experts import offline_expert
-    from cpo_pipeline.experts.trajectory import format_trajectory
-    from cpo_pipeline.experts.verifier import diagnosis_of
-    from cpo_pipeline.radiology.labeller import find_mentions
-
-    prompt = messages[1]["content"]
-    findings = re.search(r"Report findings:\n(.*?)\n\n", prompt, re.DOTALL).group(1)
-    source = re.search(r"Current diagnosis: (.*)", prompt).group(1)
-    target = re.search(r"Target diagnosis: (.*)", prompt).group(1)
-    kept = [s for s in offline_expert.split_sentences(findings)
-            if not any(m.label == source and m.status == 1.0 for m in find_mentions(s))]
-    new = " ".join([*kept, f"There is {offline_expert.TARGET_PHRASES[target]}."])
-    return format_trajectory(new, diagnosis_of(new))
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--studies", type=int, default=10_000)
@@ -78,6 +60,7 @@ def main() -> None:
     from cpo_pipeline.concepts.graph import ConceptGraphFiles, build_concept_graph, write_graph
     from cpo_pipeline.concepts.ontology import load_ontology
     from cpo_pipeline.definitions import defs
+    from cpo_pipeline.experts.scripted_expert import answer_counterfactual_prompt
     from cpo_pipeline.experts.testing_server import OpenAICompatibleServer
     from cpo_pipeline.resources.llm import LLMEndpointResource
     from cpo_pipeline.resources.parquet_io_manager import ParquetIOManager
@@ -86,7 +69,7 @@ def main() -> None:
     from cpo_pipeline.storage import table_path, write_parquet
 
     with tempfile.TemporaryDirectory() as folder, \
-            OpenAICompatibleServer(responder=radiologist) as server:
+            OpenAICompatibleServer(responder=answer_counterfactual_prompt) as server:
         root = Path(folder)
         started = time.perf_counter()
         studies = synthetic_studies(args.studies)

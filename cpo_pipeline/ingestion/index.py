@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -137,13 +137,37 @@ def _disagreement(left: pd.DataFrame, right: pd.DataFrame, left_name: str,
                   right_name: str) -> tuple[pd.Series, pd.Series]:
     """Rows whose subject or study id differ between two tables joined on dicom_id."""
     differs = (left["subject_id"] != right["subject_id"]) | (left["study_id"] != right["study_id"])
+    # A left join makes the other side's ids float; print them as the integers they are.
+    shown = {side: frame.astype("Int64").astype(str) for side, frame in
+             (("left", left), ("right", right))}
     reasons = (
-        f"ids disagree between files: {left_name} says subject "
-        + left["subject_id"].astype(str) + " study " + left["study_id"].astype(str)
-        + f", {right_name} says subject " + right["subject_id"].astype(str)
-        + " study " + right["study_id"].astype(str)
+        f"ids disagree between files: {left_name} says subject " + shown["left"]["subject_id"]
+        + " study " + shown["left"]["study_id"] + f", {right_name} says subject "
+        + shown["right"]["subject_id"] + " study " + shown["right"]["study_id"]
     )
     return differs.fillna(False), reasons
+
+
+def _join_by_image(
+    listed: pd.DataFrame, table: pd.DataFrame, table_path: Path, listed_name: str, stage: str,
+    missing_reason: str, valid: Callable[[pd.DataFrame], pd.Series] | None = None,
+) -> tuple[pd.DataFrame, list[Reject]]:
+    """`listed` images joined with `table` by dicom_id; an image with no (valid) row there, or
+    whose subject or study id the two files disagree on, is rejected."""
+    joined = listed.merge(table.drop_duplicates("dicom_id"), on="dicom_id", how="left",
+                          suffixes=("", "_other"))
+    absent = joined["subject_id_other"].isna()
+    if valid is not None:
+        absent |= ~valid(joined)
+    rejects = _reject_rows(joined, absent, stage, str(table_path), missing_reason)
+    other_ids = joined[["subject_id_other", "study_id_other"]].set_axis(
+        ["subject_id", "study_id"], axis=1)
+    differs, reasons = _disagreement(joined[["subject_id", "study_id"]], other_ids, listed_name,
+                                     table_path.name)
+    differs &= ~absent
+    rejects += _reject_rows(joined, differs, stage, str(table_path), reasons)
+    kept = joined.loc[~absent & ~differs].drop(columns=["subject_id_other", "study_id_other"])
+    return kept, rejects
 
 
 def read_image_index(source: MimicSource) -> tuple[pd.DataFrame, pd.DataFrame | None, list[Reject]]:
@@ -187,33 +211,13 @@ def read_image_index(source: MimicSource) -> tuple[pd.DataFrame, pd.DataFrame | 
             for s, t, d in zip(listed["subject_id"], listed["study_id"], listed["dicom_id"])
         ])
 
-    joined = listed.merge(metadata.drop_duplicates("dicom_id"), on="dicom_id", how="left",
-                          suffixes=("", "_meta"), indicator=True)
-    no_metadata = joined["_merge"] == "left_only"
-    rejects += _reject_rows(joined, no_metadata, "index:metadata", str(metadata_path),
-                            "image has no row in the metadata table")
-    differs, reasons = _disagreement(
-        joined[["subject_id", "study_id"]],
-        joined[["subject_id_meta", "study_id_meta"]].set_axis(["subject_id", "study_id"], axis=1),
-        Path(listed_name).name, Path(metadata_path).name,
-    )
-    differs &= ~no_metadata
-    rejects += _reject_rows(joined, differs, "index:metadata", str(metadata_path), reasons)
-    joined = joined.loc[~no_metadata & ~differs].drop(columns=["_merge", "subject_id_meta",
-                                                               "study_id_meta"])
-
-    joined = joined.merge(split.drop_duplicates("dicom_id"), on="dicom_id", how="left",
-                          suffixes=("", "_split"))
-    no_split = joined["split"].isna() | ~joined["split"].isin(layout.SPLITS)
-    rejects += _reject_rows(joined, no_split, "index:split", str(split_path),
-                            "image has no valid split row (train, validate or test)")
-    differs, reasons = _disagreement(
-        joined[["subject_id", "study_id"]],
-        joined[["subject_id_split", "study_id_split"]].set_axis(["subject_id", "study_id"], axis=1),
-        Path(listed_name).name, Path(split_path).name,
-    )
-    differs &= ~no_split
-    rejects += _reject_rows(joined, differs, "index:split", str(split_path), reasons)
-    images = joined.loc[~no_split & ~differs].copy()
+    joined, metadata_rejects = _join_by_image(
+        listed, metadata, metadata_path, Path(listed_name).name, "index:metadata",
+        "image has no row in the metadata table")
+    images, split_rejects = _join_by_image(
+        joined, split, split_path, Path(listed_name).name, "index:split",
+        "image has no valid split row (train, validate or test)",
+        valid=lambda frame: frame["split"].isin(layout.SPLITS))
+    rejects += metadata_rejects + split_rejects
     images["source_path"] = f"{root}/" + images["path"].str.strip()
     return images[list(_IMAGE_INDEX_COLUMNS)].reset_index(drop=True), study_list, rejects

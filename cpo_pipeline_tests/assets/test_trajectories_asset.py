@@ -3,11 +3,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from cpo_pipeline.definitions import defs
+from cpo_pipeline.experts.scripted_expert import answer_counterfactual_prompt
 from cpo_pipeline.experts.testing_server import OpenAICompatibleServer
 from cpo_pipeline.resources.llm import LLMEndpointResource
 from cpo_pipeline.resources.parquet_io_manager import ParquetIOManager
 from cpo_pipeline.resources.settings import PipelineSettings
-from cpo_pipeline_tests.experts.test_counterfactuals import radiologist
 
 API_KEY = "sk-must-never-be-written-anywhere"
 ASSETS = ("cxr_studies", "concept_graph", "counterfactual_trajectories")
@@ -63,7 +63,7 @@ def test_offline_expert_materializes_and_a_rerun_is_a_no_op(tmp_path, clean_env)
 def test_llm_expert_through_a_local_server_never_writes_the_api_key(tmp_path, clean_env):
     materialize(tmp_path, selection=("cxr_studies", "concept_graph"))
     instance = dg.DagsterInstance.ephemeral()
-    with OpenAICompatibleServer(responder=radiologist) as server:
+    with OpenAICompatibleServer(responder=answer_counterfactual_prompt) as server:
         clean_env.setenv("CPO_LLM_BASE_URL", server.base_url)
         clean_env.setenv("CPO_LLM_MODEL", "cpo-test-model")
         clean_env.setenv("CPO_LLM_API_KEY", API_KEY)

@@ -4,24 +4,9 @@ import numpy as np
 import pytest
 
 from cpo_pipeline.demo.phantom import render_chest_phantom
+from cpo_pipeline.radiology.chexpert import CHEXPERT_LABELS
 
 SIZE = (192, 160)
-CHEXPERT_LABELS = (
-    "Atelectasis",
-    "Cardiomegaly",
-    "Consolidation",
-    "Edema",
-    "Enlarged Cardiomediastinum",
-    "Fracture",
-    "Lung Lesion",
-    "Lung Opacity",
-    "No Finding",
-    "Pleural Effusion",
-    "Pleural Other",
-    "Pneumonia",
-    "Pneumothorax",
-    "Support Devices",
-)
 PAINTED_FINDINGS = tuple(label for label in CHEXPERT_LABELS if label != "No Finding")
 DENSITIES = (
     "Atelectasis",

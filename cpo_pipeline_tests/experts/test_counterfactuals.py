@@ -1,7 +1,6 @@
 """Trajectory generation with the offline expert and with an LLM behind a real local
 OpenAI-compatible server (a scripted radiologist answering the project's own prompt)."""
 
-import re
 
 import pandas as pd
 import pytest
@@ -9,7 +8,6 @@ import pytest
 from cpo_pipeline.concepts.graph import build_concept_graph
 from cpo_pipeline.concepts.mentions import ConceptExtractor
 from cpo_pipeline.concepts.ontology import load_ontology
-from cpo_pipeline.experts import offline_expert
 from cpo_pipeline.experts.counterfactuals import (
     GenerationOptions,
     StudyInput,
@@ -19,11 +17,10 @@ from cpo_pipeline.experts.counterfactuals import (
 )
 from cpo_pipeline.experts.llm_client import EndpointConfig, RequestCounters
 from cpo_pipeline.experts.response_cache import ResponseCache
+from cpo_pipeline.experts.scripted_expert import answer_counterfactual_prompt, prompt_findings
 from cpo_pipeline.experts.testing_server import Fault, FaultKind, OpenAICompatibleServer
 from cpo_pipeline.experts.trajectory import format_trajectory, parse_trajectory
-from cpo_pipeline.experts.verifier import diagnosis_of
 from cpo_pipeline.radiology.chexpert import CHEXPERT_LABELS
-from cpo_pipeline.radiology.labeller import find_mentions
 from cpo_pipeline.settings import Secret
 
 ONTOLOGY = load_ontology()
@@ -45,19 +42,6 @@ STUDIES = [
     study(3, "Moderate left pleural effusion. Heart size is normal.", Pleural_Effusion=1.0,
           Cardiomegaly=0.0),
 ]
-
-
-def radiologist(messages):
-    """Answers the counterfactual prompt as a careful radiologist would: drops the sentences
-    asserting the current diagnosis and states the target."""
-    prompt = messages[1]["content"]
-    findings = re.search(r"Report findings:\n(.*?)\n\n", prompt, re.DOTALL).group(1)
-    source = re.search(r"Current diagnosis: (.*)", prompt).group(1)
-    target = re.search(r"Target diagnosis: (.*)", prompt).group(1)
-    kept = [s for s in offline_expert.split_sentences(findings)
-            if not any(m.label == source and m.status == 1.0 for m in find_mentions(s))]
-    new = " ".join([*kept, f"There is {offline_expert.TARGET_PHRASES[target]}."])
-    return format_trajectory(new, diagnosis_of(new))
 
 
 def endpoint(server, **overrides):
@@ -101,7 +85,7 @@ def test_offline_counterfactuals_are_verified_and_name_their_expert():
 
 
 def test_the_llm_expert_answers_through_the_openai_protocol(cache):
-    with OpenAICompatibleServer(responder=radiologist) as server:
+    with OpenAICompatibleServer(responder=answer_counterfactual_prompt) as server:
         counters = RequestCounters()
         table = generate_trajectories(STUDIES, GRAPH, EXTRACTOR, GenerationOptions(k=2),
                                       endpoint=endpoint(server), cache=cache, counters=counters)
@@ -121,10 +105,9 @@ def test_the_llm_expert_answers_through_the_openai_protocol(cache):
 def test_a_rejected_candidate_is_asked_for_again_with_the_reason(cache):
     def stubborn_then_right(messages):
         if len(messages) == 2:  # first candidate: repeats the factual findings unchanged
-            findings = re.search(r"Report findings:\n(.*?)\n\n", messages[1]["content"], re.DOTALL)
-            return format_trajectory(findings.group(1), ["Edema"])
+            return format_trajectory(prompt_findings(messages[1]["content"]), ["Edema"])
         assert messages[-1]["content"].startswith("That answer was rejected:")
-        return radiologist(messages[:2])
+        return answer_counterfactual_prompt(messages[:2])
 
     with OpenAICompatibleServer(responder=stubborn_then_right) as server:
         table = generate_trajectories(STUDIES[:1], GRAPH, EXTRACTOR, GenerationOptions(k=1),
@@ -154,7 +137,7 @@ def test_candidates_still_wrong_after_the_bound_are_recorded_as_rejected(cache):
 def test_garbage_completions_become_dead_letters_without_failing_the_batch(cache):
     garbage_for_study_2 = lambda request: (
         Fault(FaultKind.GARBAGE_BODY) if "Small right apical pneumothorax" in request.prompt else None)
-    with OpenAICompatibleServer(responder=radiologist, faults=garbage_for_study_2) as server:
+    with OpenAICompatibleServer(responder=answer_counterfactual_prompt, faults=garbage_for_study_2) as server:
         table = generate_trajectories(STUDIES, GRAPH, EXTRACTOR, GenerationOptions(k=2),
                                       endpoint=endpoint(server), cache=cache)
 
@@ -169,10 +152,10 @@ def test_a_rerun_after_a_failed_run_asks_only_for_what_was_never_answered(cache)
     down_for_study_3 = lambda request: (
         Fault(FaultKind.HTTP_ERROR, status=503) if "Moderate left pleural" in request.prompt
         else None)
-    with OpenAICompatibleServer(responder=radiologist, faults=down_for_study_3) as server:
+    with OpenAICompatibleServer(responder=answer_counterfactual_prompt, faults=down_for_study_3) as server:
         generate_trajectories(STUDIES, GRAPH, EXTRACTOR, GenerationOptions(k=2),
                               endpoint=endpoint(server), cache=cache)
-    with OpenAICompatibleServer(responder=radiologist) as server:
+    with OpenAICompatibleServer(responder=answer_counterfactual_prompt) as server:
         table = generate_trajectories(STUDIES, GRAPH, EXTRACTOR, GenerationOptions(k=2),
                                       endpoint=endpoint(server), cache=cache)
         prompts = [request.prompt for request in server.chat_requests]
@@ -182,7 +165,7 @@ def test_a_rerun_after_a_failed_run_asks_only_for_what_was_never_answered(cache)
 
 
 def test_a_fully_cached_rerun_sends_no_request(cache):
-    with OpenAICompatibleServer(responder=radiologist) as server:
+    with OpenAICompatibleServer(responder=answer_counterfactual_prompt) as server:
         first = generate_trajectories(STUDIES, GRAPH, EXTRACTOR, GenerationOptions(k=2),
                                       endpoint=endpoint(server), cache=cache)
         before = len(server.chat_requests)

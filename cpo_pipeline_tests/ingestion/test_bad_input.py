@@ -68,6 +68,7 @@ def seeded(tmp_path_factory):
     other_study = next(s for s in metadata["study_id"] if s != row.study_id)
     metadata.loc[metadata["dicom_id"] == row.dicom_id, "study_id"] = other_study
     _write(root, layout.METADATA, metadata)
+    expected["other_study"] = other_study
 
     records = pd.concat([records, pd.DataFrame([{
         "subject_id": "1x000000", "study_id": "50000000",
@@ -115,7 +116,11 @@ def test_exactly_the_seeded_inputs_are_rejected(seeded, ingested):
     assert "Edema '2'" in label["reason"]
     disagree = rejects[rejects["stage"] == "index:metadata"].iloc[0]
     assert disagree["dicom_id"] == expected["ids_disagree"].dicom_id
-    assert disagree["reason"].startswith("ids disagree between files")
+    victim = expected["ids_disagree"]
+    assert disagree["reason"] == (
+        f"ids disagree between files: {layout.RECORD_LIST}.gz says subject {victim.subject_id} "
+        f"study {victim.study_id}, {layout.METADATA}.gz says subject {victim.subject_id} "
+        f"study {expected['other_study']}")
     malformed = rejects[rejects["stage"] == "index:cxr-record-list.csv"].iloc[0]
     assert "malformed subject_id '1x000000'" in malformed["reason"]
     assert malformed["path"].endswith(f"{layout.RECORD_LIST}.gz:{len(_read(seeded[0], layout.RECORD_LIST)) + 1}")
