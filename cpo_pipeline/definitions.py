@@ -16,7 +16,7 @@ from cpo_pipeline.resources.settings import PipelineSettings
 # the source, so a changed release (new manifest hash) flows through.
 dataset_refresh_job = dg.define_asset_job(
     "dataset_refresh",
-    selection=dg.AssetSelection.all(),
+    selection=dg.AssetSelection.all(include_sources=True),
     description="Observe MIMIC-CXR and re-materialize the dataset assets.",
 )
 

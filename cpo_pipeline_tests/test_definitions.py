@@ -40,3 +40,19 @@ def test_every_materializable_asset_declares_a_code_version():
         if graph.get(key).code_version is None
     ]
     assert missing == []
+
+
+def test_the_scheduled_refresh_observes_the_source_and_rebuilds_every_asset(tmp_path, monkeypatch):
+    for name in ("MIMIC_CXR_ROOT", "MIMIC_CXR_JPG_ROOT", "CPO_LLM_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("CPO_DATA_ROOT", str(tmp_path))
+    schedule = defs.get_schedule_def("dataset_refresh_schedule")
+    [request] = list(schedule.evaluate_tick(dg.build_schedule_context()).run_requests)
+
+    result = defs.resolve_job_def(schedule.job_name).execute_in_process(
+        instance=dg.DagsterInstance.ephemeral(), tags=request.tags)
+
+    assert result.success
+    observed = [e for e in result.all_events if e.event_type_value == "ASSET_OBSERVATION"]
+    assert [e.asset_key.to_user_string() for e in observed] == ["mimic_cxr_source"]
+    assert (tmp_path / "tables" / "counterfactual_trajectories.parquet").is_file()
