@@ -114,7 +114,8 @@ def read_table(
     return validate_ids(read_index_table(path, required), path, f"index:{name}", id_columns)
 
 
-def _require(source: MimicSource, name: str) -> Path:
+def require_table(source: MimicSource, name: str) -> Path:
+    """Index table `name` (gzipped or not) from either root, or an error naming the roots."""
     path = source.find_table(name)
     if path is None:
         raise IndexTableError(
@@ -177,7 +178,8 @@ def read_image_index(source: MimicSource) -> tuple[pd.DataFrame, pd.DataFrame | 
     With a DICOM root and `cxr-record-list`, images are the record list's `.dcm` files; otherwise
     (the JPG release) they are the metadata table's images as `.jpg` under the JPG root.
     """
-    metadata_path, split_path = _require(source, layout.METADATA), _require(source, layout.SPLIT)
+    metadata_path = require_table(source, layout.METADATA)
+    split_path = require_table(source, layout.SPLIT)
     metadata, rejects = read_table(source, layout.METADATA, layout.METADATA_COLUMNS, _IMAGE_IDS)
     split, split_rejects = read_table(source, layout.SPLIT, layout.SPLIT_COLUMNS, _IMAGE_IDS)
     records, record_rejects = read_table(

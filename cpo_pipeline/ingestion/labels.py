@@ -13,6 +13,7 @@ from cpo_pipeline.ingestion.index import (
     IndexTableError,
     Reject,
     read_index_table,
+    require_table,
     validate_ids,
 )
 from cpo_pipeline.ingestion.source import MimicSource
@@ -55,7 +56,7 @@ def read_labels(
         raise ValueError(
             f"unknown label source {source_name!r}; expected one of {list(LABEL_TABLES)}"
         )
-    path = _require_table(source, LABEL_TABLES[source_name])
+    path = require_table(source, LABEL_TABLES[source_name])
     frame = read_index_table(path, layout.LABEL_COLUMNS)
     return _parse_labels(frame, path, ("subject_id", "study_id"), source_name)
 
@@ -67,7 +68,7 @@ def read_test_set_labels(source: MimicSource) -> tuple[pd.DataFrame, list[Reject
     unique across patients, so joins go by study_id. Should a copy carry subject_id, it is
     validated and kept. `Airspace Opacity` is read as Lung Opacity.
     """
-    path = _require_table(source, layout.TEST_SET_LABELED)
+    path = require_table(source, layout.TEST_SET_LABELED)
     frame = read_index_table(path, ("study_id",)).rename(columns=_TEST_SET_COLUMN_NAMES)
     missing = [label for label in CHEXPERT_LABELS if label not in frame.columns]
     if missing:
@@ -78,16 +79,6 @@ def read_test_set_labels(source: MimicSource) -> tuple[pd.DataFrame, list[Reject
     labels, rejects = _parse_labels(frame, path, id_columns, TEST_SET_LABEL_SOURCE)
     labels["subject_id"] = labels["subject_id"].astype("Int64")
     return labels, rejects
-
-
-def _require_table(source: MimicSource, name: str) -> Path:
-    path = source.find_table(name)
-    if path is None:
-        raise IndexTableError(
-            f"{name}(.gz) not found in {[str(root) for root in source.roots]} (it ships with the "
-            "MIMIC-CXR-JPG release; set MIMIC_CXR_ROOT or MIMIC_CXR_JPG_ROOT to where it is)"
-        )
-    return path
 
 
 def _parse_labels(
