@@ -31,9 +31,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 from pydicom import dcmread
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
+from cpo_pipeline.demo.dicom import write_dx_dicom
+from cpo_pipeline.demo.phantom import render_chest_phantom
 from cpo_pipeline.ingestion.images import (
     PNG_COMPRESS_LEVEL,
     ImageJob,
@@ -41,34 +41,8 @@ from cpo_pipeline.ingestion.images import (
     preprocess_images,
 )
 
-DX_STORAGE = "1.2.840.10008.5.1.4.1.1.1.1"
 ONE_WORKER = 0.9  # target: x the baseline's images/s
 TWO_WORKERS = 1.7  # target: x the pipeline's own 1-worker images/s
-
-
-def synthetic_radiograph(rng: np.random.Generator, rows: int, cols: int) -> np.ndarray:
-    """A smooth 12-bit 'chest': a bright elliptical body, rib-like bands, quantum-like noise."""
-    y = np.linspace(-1, 1, rows, dtype=np.float32)[:, None]
-    x = np.linspace(-1, 1, cols, dtype=np.float32)[None, :]
-    body = np.exp(-(x**2 / rng.uniform(0.3, 0.6) + y**2 / rng.uniform(0.6, 1.0)))
-    ribs = np.sin(y * rng.uniform(20, 30) + np.abs(x) * 4) * 0.1
-    noise = rng.standard_normal((rows, cols), dtype=np.float32) * 40
-    pixels = 500 + 2800 * body * (1 + ribs) + noise
-    return np.clip(pixels, 0, 4095).astype(np.uint16)
-
-
-def write_radiograph(path: Path, pixels: np.ndarray) -> None:
-    dataset = Dataset()
-    dataset.file_meta = FileMetaDataset()
-    dataset.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    dataset.SOPClassUID = DX_STORAGE
-    dataset.SOPInstanceUID = generate_uid()
-    dataset.file_meta.MediaStorageSOPClassUID = DX_STORAGE
-    dataset.file_meta.MediaStorageSOPInstanceUID = dataset.SOPInstanceUID
-    dataset.Modality = "DX"
-    dataset.ViewPosition = "PA"
-    dataset.set_pixel_data(pixels, "MONOCHROME2", 12)
-    dataset.save_as(path, enforce_file_format=True)
 
 
 def baseline(paths: list[Path], out: Path, longest_side: int) -> None:
@@ -137,8 +111,14 @@ def main() -> None:
         scratch = Path(tmp)
         rng = np.random.default_rng(0)
         paths = [scratch / f"{index:04d}.dcm" for index in range(args.images)]
-        for path in paths:
-            write_radiograph(path, synthetic_radiograph(rng, args.rows, args.cols))
+        for index, path in enumerate(paths):
+            # The demo's own chest phantom and DX writer: 16 bits allocated, 12 stored, a VOI
+            # window in the header, as the real files are.
+            pixels = render_chest_phantom({}, "PA", (args.rows, args.cols), rng)
+            write_dx_dicom(path, pixels, subject_id=10_000_000 + index,
+                           study_id=50_000_000 + index, dicom_id=f"{index:08x}-0-0-0-0",
+                           view_position="PA", study_date="21500101", study_time="120000",
+                           uid_seed=index)
         jobs = [
             ImageJob(str(path), f"bench-{index}", 50000000 + index, 10000000 + index)
             for index, path in enumerate(paths)
