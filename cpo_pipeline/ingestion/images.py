@@ -7,6 +7,8 @@ One bad file never stops a batch: every failure becomes an `ImageReject` with a 
 from __future__ import annotations
 
 import io
+import multiprocessing
+import threading
 import warnings
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -387,6 +389,18 @@ def _preprocess_or_reuse(
     return preprocess_image(job, config)
 
 
+def _pool_context() -> multiprocessing.context.BaseContext:
+    """fork when this process has one thread (cheapest start); otherwise forkserver, since
+    forking a process whose other threads hold a lock (logging, I/O) can deadlock the child,
+    and a Dagster step has such threads. The server preloads this module, so its workers start
+    as cheap forks too."""
+    if threading.active_count() == 1:
+        return multiprocessing.get_context("fork")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    return context
+
+
 def preprocess_images(
     jobs: Sequence[ImageJob],
     config: PreprocessConfig,
@@ -408,7 +422,7 @@ def preprocess_images(
         outcomes = list(map(_preprocess_or_reuse, jobs, repeat(config), previous))
     else:
         chunksize = max(1, min(_MAX_CHUNK, len(jobs) // (workers * 4)))
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=_pool_context()) as pool:
             outcomes = list(
                 pool.map(_preprocess_or_reuse, jobs, repeat(config), previous, chunksize=chunksize)
             )

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -302,6 +303,24 @@ def test_mixed_batch_in_two_workers_keeps_every_good_image_and_rejects_exactly_t
         ("d1", "file missing"),
         ("d3", "not a DICOM file"),
     ]
+
+
+def test_a_pool_started_beside_other_threads_gives_the_same_images(tmp_path, config):
+    # With another thread alive the pool must not fork this process (forkserver instead).
+    paths = [write_dicom(tmp_path / f"good{i}.dcm", RAMP_12_BIT // (i + 1)) for i in range(2)]
+    jobs = [job_for(path, dicom_id=f"d{i}") for i, path in enumerate(paths)]
+    inline, _ = preprocess_images(jobs, config, workers=1)
+    release = threading.Event()
+    bystander = threading.Thread(target=release.wait)
+    bystander.start()
+    try:
+        pooled, rejects = preprocess_images(jobs, config, workers=2)
+    finally:
+        release.set()
+        bystander.join()
+
+    assert rejects == []
+    assert [r.image_sha256 for r in pooled] == [r.image_sha256 for r in inline]
 
 
 @pytest.fixture
