@@ -29,6 +29,7 @@ from cpo_pipeline.experts.counterfactuals import (
     LLM_BACKEND,
     TRAJECTORY_COLUMNS,
     GenerationOptions,
+    StudyInput,
     dead_letter_fraction,
     generate_trajectories,
     sort_trajectories,
@@ -67,15 +68,10 @@ class TrajectoryConfig(dg.Config):
     """At most this many studies (in study order), for a quick trial against a paid endpoint."""
 
 
-def _input_keys(studies: pd.DataFrame, identity: dict) -> pd.Series:
-    """Per study, the hash of everything its rows depend on."""
-    labels = studies[list(CHEXPERT_LABELS)].astype(object)
-    labels = labels.where(labels.notna(), None)
-    return pd.Series([
-        content_hash({"findings": findings, "labels": list(row), **identity})
-        for findings, row in zip(studies["findings_text"],
-                                 labels.itertuples(index=False, name=None), strict=True)
-    ], index=studies.index)
+def _input_key(study: StudyInput, identity: dict) -> str:
+    """The hash of everything a study's rows depend on."""
+    labels = [study.labels[name] for name in CHEXPERT_LABELS]
+    return content_hash({"findings": study.findings, "labels": labels, **identity})
 
 
 @dg.asset(
@@ -116,14 +112,17 @@ def counterfactual_trajectories(
     studies = cxr_studies[cxr_studies["split"].isin(config.splits)].sort_values("study_id")
     if config.limit is not None:
         studies = studies.head(config.limit)
-    keys = _input_keys(studies, identity)
+    inputs = study_inputs(studies)
+    keys = {study.study_id: _input_key(study, identity) for study in inputs}
 
     previous_path = table_path(resolved.data_root, ["counterfactual_trajectories"])
     previous = pq.read_table(previous_path).to_pandas() if previous_path.exists() else None
-    reused = previous[previous["input_key"].isin(set(keys))] if previous is not None else None
-    todo = studies[~keys.isin(set(reused["input_key"]))] if reused is not None else studies
+    reused = (previous[previous["input_key"].isin(set(keys.values()))]
+              if previous is not None else None)
+    unchanged = set(reused["input_key"]) if reused is not None else set()
+    todo = [study for study in inputs if keys[study.study_id] not in unchanged]
     context.log.info(
-        f"{len(studies)} studies: {len(studies) - len(todo)} unchanged since the last "
+        f"{len(inputs)} studies: {len(inputs) - len(todo)} unchanged since the last "
         f"materialization, {len(todo)} to generate with the "
         f"{identity['backend']} expert" + (f" ({endpoint.model})" if endpoint else ""))
 
@@ -134,22 +133,22 @@ def counterfactual_trajectories(
 
     extractor = ConceptExtractor(load_ontology())
     cache = ResponseCache.under(resolved.data_root) if endpoint is not None else None
-    inputs, parts = study_inputs(todo), []
+    parts = []
     try:
         # In chunks, so the log shows progress on a large tree; a chunk is big enough to keep
         # an endpoint saturated (2 requests a study).
-        for start in range(0, len(inputs), _CHUNK_STUDIES):
+        for start in range(0, len(todo), _CHUNK_STUDIES):
             parts.append(generate_trajectories(
-                inputs[start:start + _CHUNK_STUDIES], graph, extractor, options,
+                todo[start:start + _CHUNK_STUDIES], graph, extractor, options,
                 endpoint=endpoint, cache=cache, counters=counters, on_progress=progress))
-            context.log.info(f"trajectories: {min(start + _CHUNK_STUDIES, len(inputs))}/"
-                             f"{len(inputs)} studies generated")
+            context.log.info(f"trajectories: {min(start + _CHUNK_STUDIES, len(todo))}/"
+                             f"{len(todo)} studies generated")
     finally:
         if cache is not None:
             cache.close()
     fresh = (pd.concat(parts, ignore_index=True) if parts
              else pd.DataFrame(columns=list(TRAJECTORY_COLUMNS)))
-    fresh["input_key"] = fresh["study_id"].map(dict(zip(todo["study_id"], keys[todo.index])))
+    fresh["input_key"] = fresh["study_id"].map(keys)
     fresh["created_at"] = pd.Timestamp(datetime.now(UTC)).floor("ms")
     table = sort_trajectories(pd.concat([reused, fresh]) if reused is not None else fresh)
 

@@ -53,6 +53,12 @@ def image_cache(previous_images: pd.DataFrame | None) -> dict[str, ImageResult]:
     return {row["dicom_id"]: ImageResult(**row) for row in rows.to_dict("records")}
 
 
+def _same_pixels(cached: ImageResult | None, result: ImageResult) -> bool:
+    """Whether `result` is the cached PNG (a moved data root changes only the paths)."""
+    return cached is not None and (cached.source_sha256, cached.image_sha256, cached.recipe) == (
+        result.source_sha256, result.image_sha256, result.recipe)
+
+
 def _image_table(results: list[ImageResult], index: pd.DataFrame) -> pd.DataFrame:
     images = pd.DataFrame([dataclasses.asdict(r) for r in results],
                           columns=list(IMAGE_RESULT_FIELDS))
@@ -111,5 +117,5 @@ def ingest(
 
     usable = index.merge(images[["dicom_id", "image_path"]], on="dicom_id", how="inner")
     studies = join_studies(usable, reports, labels, options.n_stages)
-    decoded = sum(1 for r in results if cache.get(r.dicom_id) != r)
+    decoded = sum(1 for r in results if not _same_pixels(cache.get(r.dicom_id), r))
     return IngestedTables(images, reports, labels, studies, rejects_frame(rejects), decoded)
