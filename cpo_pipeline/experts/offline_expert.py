@@ -43,30 +43,42 @@ _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9])")
 _LIST_MARKER = re.compile(r"\d+\.")
 
 
+def _sentence_spans(text: str) -> list[tuple[int, int]]:
+    """(start, end) of each sentence of a whitespace-normalised text; a numbered item's marker
+    ("2.") stays with its sentence."""
+    spans: list[tuple[int, int]] = []
+    start, marker_start = 0, None
+    for end, following in [*((m.start(), m.end()) for m in _SENTENCE_END.finditer(text)),
+                           (len(text), len(text))]:
+        if _LIST_MARKER.fullmatch(text[start:end]):
+            marker_start = start if marker_start is None else marker_start
+        elif end > start:
+            spans.append((start if marker_start is None else marker_start, end))
+            marker_start = None
+        start = following
+    return spans
+
+
 def split_sentences(text: str) -> list[str]:
     """Sentences of a findings text; a numbered item's marker ("2.") stays with its sentence."""
-    sentences: list[str] = []
-    marker = ""
-    for piece in _SENTENCE_END.split(" ".join(text.split())):
-        if _LIST_MARKER.fullmatch(piece):
-            marker = f"{marker}{piece} "
-            continue
-        sentences.append(marker + piece)
-        marker = ""
-    return sentences
+    normalised = " ".join(text.split())
+    return [normalised[a:b] for a, b in _sentence_spans(normalised)]
 
 
-def _sentence_is_dropped(
-    sentence: str, source: str | None, target: str, dropped_attributes: set[str],
+def _contradicting_mentions(
+    text: str, source: str | None, target: str, dropped_attributes: set[str],
     extractor: ConceptExtractor,
-) -> bool:
-    for mention in find_mentions(sentence):
-        if mention.label == source and mention.status in (LABEL_POSITIVE, LABEL_UNCERTAIN):
-            return True
-        if mention.label == target and mention.status in (LABEL_NEGATIVE, LABEL_UNCERTAIN):
-            return True
-    return any(m.label in dropped_attributes and m.status == LABEL_POSITIVE
-               for m in extractor.mentions(sentence))
+) -> list[int]:
+    """Where `text` asserts or hedges the source, denies or hedges the target, or states an
+    attribute the plan removes or negates (start offsets). One pass over the whole text: the
+    labeller's scopes end at sentence punctuation, so this equals a pass per sentence."""
+    starts = [m.start for m in find_mentions(text)
+              if (m.label == source and m.status in (LABEL_POSITIVE, LABEL_UNCERTAIN))
+              or (m.label == target and m.status in (LABEL_NEGATIVE, LABEL_UNCERTAIN))]
+    if dropped_attributes:
+        starts += [m.start for m in extractor.mentions(text)
+                   if m.label in dropped_attributes and m.status == LABEL_POSITIVE]
+    return starts
 
 
 def _joined(terms: list[str]) -> str:
@@ -89,8 +101,10 @@ def apply_plan(
 ) -> str:
     """The counterfactual findings: `findings` edited by `plan`, replacing `source` (None when
     nothing is to be removed, e.g. a normal study) with `plan.target`."""
+    text = " ".join(findings.split())
     dropped = {step.concept for step in (*plan.remove, *plan.negate)}
-    kept = [s for s in split_sentences(findings)
-            if not _sentence_is_dropped(s, source, plan.target, dropped, extractor)]
+    flagged = _contradicting_mentions(text, source, plan.target, dropped, extractor)
+    kept = [text[a:b] for a, b in _sentence_spans(text)
+            if not any(a <= position < b for position in flagged)]
     negations = [f"No {step.concept}." for step in plan.negate]
     return " ".join([*kept, *negations, _target_sentence(plan)])
