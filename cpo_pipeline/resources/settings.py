@@ -10,20 +10,16 @@ from cpo_pipeline import settings as env
 
 
 class PipelineSettings(dg.ConfigurableResource):
-    """Data root, MIMIC-CXR roots, LLM endpoint and policy model.
+    """Data root, MIMIC-CXR roots and policy model (the LLM endpoint is the `llm` resource).
 
     Every field is optional: unset fields come from the environment (`CPO_DATA_ROOT`,
-    `MIMIC_CXR_ROOT`, `MIMIC_CXR_JPG_ROOT`, `CPO_LLM_BASE_URL`, `CPO_LLM_MODEL`,
-    `CPO_POLICY_MODEL`) when a run starts, and unset there means the embedded default. The LLM
-    API key is deliberately not a field: it is read from `CPO_LLM_API_KEY` only, so it never
-    appears in run config, the UI or event logs.
+    `MIMIC_CXR_ROOT`, `MIMIC_CXR_JPG_ROOT`, `CPO_POLICY_MODEL`) when a run starts, and unset
+    there means the embedded default.
     """
 
     data_root: str | None = None
     mimic_cxr_root: str | None = None
     mimic_cxr_jpg_root: str | None = None
-    llm_base_url: str | None = None
-    llm_model: str | None = None
     policy_model: str | None = None
 
     def resolve(self) -> env.Settings:
@@ -31,8 +27,6 @@ class PipelineSettings(dg.ConfigurableResource):
             env.DATA_ROOT_ENV: self.data_root,
             env.MIMIC_CXR_ROOT_ENV: self.mimic_cxr_root,
             env.MIMIC_CXR_JPG_ROOT_ENV: self.mimic_cxr_jpg_root,
-            env.LLM_BASE_URL_ENV: self.llm_base_url,
-            env.LLM_MODEL_ENV: self.llm_model,
             env.POLICY_MODEL_ENV: self.policy_model,
         }
         environ = dict(os.environ)
