@@ -177,7 +177,7 @@ def mimic_cxr_ingestion(
             },
         ),
     ]
-    selected = context.selected_output_names
+    selected = context.op_execution_context.selected_output_names
     yield from (output for output in outputs if output.output_name in selected)
     checks = context.selected_asset_check_keys
     yield from (

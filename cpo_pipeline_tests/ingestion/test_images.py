@@ -56,7 +56,8 @@ def job_for(path: Path, dicom_id: str = "d1") -> ImageJob:
 
 def png_pixels(result: ImageResult | ImageReject) -> np.ndarray:
     assert isinstance(result, ImageResult), result
-    return np.asarray(Image.open(result.image_path))
+    with Image.open(result.image_path) as image:
+        return np.asarray(image)
 
 
 @pytest.fixture
@@ -189,7 +190,8 @@ def test_jpg_source_is_shrunk_to_grayscale_without_dicom_attributes(tmp_path):
     result = preprocess_image(job_for(path), config)
 
     assert (result.cols, result.rows, result.width, result.height) == (200, 100, 50, 25)
-    assert Image.open(result.image_path).mode == "L"
+    with Image.open(result.image_path) as image:
+        assert image.mode == "L"
     assert (result.photometric_interpretation, result.transfer_syntax_uid) == (None, None)
     assert (result.bits_stored, result.view_position) == (None, None)
 
