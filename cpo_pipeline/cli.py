@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,6 +33,23 @@ def _demo_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _scripted_llm(args: argparse.Namespace) -> int:
+    from cpo_pipeline.experts.scripted_expert import answer_counterfactual_prompt
+    from cpo_pipeline.experts.testing_server import DEFAULT_MODEL, OpenAICompatibleServer
+
+    server = OpenAICompatibleServer(
+        responder=answer_counterfactual_prompt, delay_s=args.delay, port=args.port)
+    with server:
+        print(f"scripted counterfactual expert listening; in another shell:\n"
+              f"  export CPO_LLM_BASE_URL={server.base_url} CPO_LLM_MODEL={DEFAULT_MODEL}",
+              flush=True)
+        try:
+            threading.Event().wait()
+        except KeyboardInterrupt:
+            pass
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cpo-pipeline", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -50,6 +68,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="2500-3100 px images like the real release (slow; for benchmarks)",
     )
     demo.set_defaults(handler=_demo_data)
+    scripted = commands.add_parser(
+        "scripted-llm",
+        help="serve a scripted counterfactual expert over the OpenAI protocol on 127.0.0.1, to "
+        "try the LLM path without a model (Ctrl-C stops it)",
+    )
+    scripted.add_argument("--port", type=int, default=8011)
+    scripted.add_argument("--delay", type=float, default=0.0, help="seconds before each answer")
+    scripted.set_defaults(handler=_scripted_llm)
     return parser
 
 

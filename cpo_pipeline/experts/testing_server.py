@@ -104,7 +104,7 @@ def count_tokens(text: str) -> int:
 
 
 class OpenAICompatibleServer:
-    """`POST /v1/chat/completions` and `GET /v1/models` on 127.0.0.1, an ephemeral port.
+    """`POST /v1/chat/completions` and `GET /v1/models` on 127.0.0.1 (`port` 0: an ephemeral one).
 
     Every chat request waits `delay_s`, then either meets the fault `faults` plans for it or is
     answered with `responder(messages)`; `framing` says how response bodies are delimited.
@@ -120,7 +120,9 @@ class OpenAICompatibleServer:
         faults: FaultPlan | None = None,
         model: str = DEFAULT_MODEL,
         framing: BodyFraming = BodyFraming.CONTENT_LENGTH,
+        port: int = 0,
     ) -> None:
+        self._requested_port = port
         self._responder = responder
         self._delay_s = delay_s
         self._faults = faults
@@ -198,7 +200,7 @@ class OpenAICompatibleServer:
         self._stopping = asyncio.Event()
         try:
             server = await asyncio.start_server(
-                self._track_connection, "127.0.0.1", 0, backlog=_LISTEN_BACKLOG
+                self._track_connection, "127.0.0.1", self._requested_port, backlog=_LISTEN_BACKLOG
             )
         except BaseException as error:
             self._startup_error = error
