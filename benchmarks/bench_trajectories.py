@@ -2,8 +2,9 @@
 
 Writes a synthetic `cxr_studies` table (findings written from sampled CheXpert labels) and the
 seed concept graph under a temporary data root, then materializes the real
-`counterfactual_trajectories` asset three times with the LLM expert pointed at
-`OpenAICompatibleServer` (answering instantly with a scripted radiologist):
+`counterfactual_trajectories` asset once with the offline concept-graph expert (for its
+throughput), then three times with the LLM expert pointed at `OpenAICompatibleServer`
+(answering instantly with a scripted radiologist):
 
 1. cold: every counterfactual is requested (fills the durable response cache);
 2. fully cached re-run: unchanged studies keep their rows — the target is 0 requests in < 20 s;
@@ -78,7 +79,6 @@ def main() -> None:
         write_graph(build_concept_graph(load_ontology()), ConceptGraphFiles.under(root).graph)
         print(f"wrote {args.studies:,} synthetic studies and the seed concept graph in "
               f"{time.perf_counter() - started:.1f} s")
-        os.environ.update({"CPO_LLM_BASE_URL": server.base_url, "CPO_LLM_MODEL": "cpo-test-model"})
         resources = {"settings": PipelineSettings(data_root=str(root)),
                      "io_manager": ParquetIOManager(data_root=str(root)),
                      "llm": LLMEndpointResource(concurrency=64)}
@@ -98,6 +98,9 @@ def main() -> None:
             print(f"{label:<44}{sent:>10,}{seconds:>10.1f}   success={result.success}")
 
         print(f"{'run':<44}{'requests':>10}{'wall s':>10}")
+        os.environ.pop("CPO_LLM_BASE_URL", None)
+        run("0 offline concept-graph expert (no endpoint)")
+        os.environ.update({"CPO_LLM_BASE_URL": server.base_url, "CPO_LLM_MODEL": "cpo-test-model"})
         run("1 cold (fills the response cache)")
         run("2 fully cached re-run")
         table_path(root, ["counterfactual_trajectories"]).unlink()
