@@ -9,18 +9,12 @@ import pytest
 from cpo_pipeline.ingestion.index import Reject
 from cpo_pipeline.ingestion.reports import REPORT_COLUMNS, read_archive_reports, read_reports
 from cpo_pipeline.ingestion.source import MimicSource
+from cpo_pipeline_tests.ingestion.report_text import TITLE, mimic_report
 
 SUBJECT, STUDY = 10000032, 50414267
 OTHER_SUBJECT, OTHER_STUDY = 12345678, 59876543
 RELPATH = "files/p10/p10000032/s50414267.txt"
 OTHER_RELPATH = "files/p12/p12345678/s59876543.txt"
-
-TITLE = "                                FINAL REPORT"
-
-
-def mimic_report(*lines: str) -> str:
-    """A report laid out as MIMIC-CXR writes it: every line starts with a space."""
-    return "".join(f" {line}\n" for line in lines)
 
 
 REPORT = mimic_report(

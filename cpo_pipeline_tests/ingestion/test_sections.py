@@ -7,14 +7,9 @@ from cpo_pipeline.ingestion.sections import (
     normalise_section_name,
     split_sections,
 )
+from cpo_pipeline_tests.ingestion.report_text import TITLE, mimic_report
 
-TITLE = "                                FINAL REPORT"
 SEPARATOR = "_" * 78
-
-
-def mimic_report(*lines: str) -> str:
-    """A report laid out as MIMIC-CXR writes it: every line, blank ones too, starts with a space."""
-    return "".join(f" {line}\n" for line in lines)
 
 
 STANDARD = mimic_report(
