@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import threading
 import time
 from collections import Counter
@@ -104,7 +105,8 @@ def count_tokens(text: str) -> int:
 
 
 class OpenAICompatibleServer:
-    """`POST /v1/chat/completions` and `GET /v1/models` on 127.0.0.1 (`port` 0: an ephemeral one).
+    """`POST /v1/chat/completions` and `GET /v1/models` on 127.0.0.1 (`port` 0: an ephemeral one),
+    over TLS when given a server-side `tls` context.
 
     Every chat request waits `delay_s`, then either meets the fault `faults` plans for it or is
     answered with `responder(messages)`; `framing` says how response bodies are delimited.
@@ -121,8 +123,10 @@ class OpenAICompatibleServer:
         model: str = DEFAULT_MODEL,
         framing: BodyFraming = BodyFraming.CONTENT_LENGTH,
         port: int = 0,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self._requested_port = port
+        self._tls = tls
         self._responder = responder
         self._delay_s = delay_s
         self._faults = faults
@@ -150,7 +154,8 @@ class OpenAICompatibleServer:
     @property
     def base_url(self) -> str:
         """The URL to configure a client with (`CPO_LLM_BASE_URL`)."""
-        return f"http://127.0.0.1:{self.port}/v1"
+        scheme = "https" if self._tls is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.port}/v1"
 
     @property
     def received(self) -> list[ReceivedRequest]:
@@ -200,7 +205,8 @@ class OpenAICompatibleServer:
         self._stopping = asyncio.Event()
         try:
             server = await asyncio.start_server(
-                self._track_connection, "127.0.0.1", self._requested_port, backlog=_LISTEN_BACKLOG
+                self._track_connection, "127.0.0.1", self._requested_port,
+                backlog=_LISTEN_BACKLOG, ssl=self._tls,
             )
         except BaseException as error:
             self._startup_error = error
