@@ -1,6 +1,6 @@
 """LLM client throughput: `run_chat_requests` against a local OpenAI-compatible server.
 
-The server (`cpo_pipeline.experts.testing_server`) answers every request after a fixed delay
+The server (`cpo_pipeline.testing.openai_server`) answers every request after a fixed delay
 (default 200 ms) and runs in its own process, so the CPU time measured here is the client's alone
 (the openai SDK, httpx2, limits, retries bookkeeping and the SQLite response cache). Prompts are
 the size of a real counterfactual prompt (about 2 KB).
@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 
-from cpo_pipeline.experts.llm_client import (
+from cpo_pipeline.llm.client import (
     ChatRequest,
     EndpointConfig,
     RequestCounters,
@@ -38,8 +38,8 @@ from cpo_pipeline.experts.llm_client import (
     response_key,
     run_chat_requests,
 )
-from cpo_pipeline.experts.response_cache import CachedResponse, ResponseCache
-from cpo_pipeline.experts.testing_server import OpenAICompatibleServer
+from cpo_pipeline.llm.response_cache import CachedResponse, ResponseCache
+from cpo_pipeline.testing.openai_server import OpenAICompatibleServer
 
 THROUGHPUT_TARGET = 0.90  # x the ideal, concurrency / delay
 CACHED_RERUN_TARGET_S = 20.0

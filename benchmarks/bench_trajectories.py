@@ -61,13 +61,13 @@ def main() -> None:
     from cpo_pipeline.concepts.graph import ConceptGraphFiles, build_concept_graph, write_graph
     from cpo_pipeline.concepts.ontology import load_ontology
     from cpo_pipeline.definitions import defs
-    from cpo_pipeline.experts.scripted_expert import answer_counterfactual_prompt
-    from cpo_pipeline.experts.testing_server import OpenAICompatibleServer
     from cpo_pipeline.resources.llm import LLMEndpointResource
     from cpo_pipeline.resources.parquet_io_manager import ParquetIOManager
     from cpo_pipeline.resources.settings import PipelineSettings
     from cpo_pipeline.schemas import conform
     from cpo_pipeline.storage import table_path, write_parquet
+    from cpo_pipeline.testing.openai_server import OpenAICompatibleServer
+    from cpo_pipeline.testing.scripted_expert import answer_counterfactual_prompt
 
     with tempfile.TemporaryDirectory() as folder, \
             OpenAICompatibleServer(responder=answer_counterfactual_prompt) as server:

@@ -34,8 +34,8 @@ def _demo_data(args: argparse.Namespace) -> int:
 
 
 def _scripted_llm(args: argparse.Namespace) -> int:
-    from cpo_pipeline.experts.scripted_expert import answer_counterfactual_prompt
-    from cpo_pipeline.experts.testing_server import DEFAULT_MODEL, OpenAICompatibleServer
+    from cpo_pipeline.testing.openai_server import DEFAULT_MODEL, OpenAICompatibleServer
+    from cpo_pipeline.testing.scripted_expert import answer_counterfactual_prompt
 
     server = OpenAICompatibleServer(
         responder=answer_counterfactual_prompt, delay_s=args.delay, port=args.port)

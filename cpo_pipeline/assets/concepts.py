@@ -47,8 +47,8 @@ from cpo_pipeline.concepts.statistics import (
     label_presence,
     learned_edges,
 )
-from cpo_pipeline.experts import llm_client
-from cpo_pipeline.experts.response_cache import ResponseCache
+from cpo_pipeline.llm import client as llm_client
+from cpo_pipeline.llm.response_cache import ResponseCache
 from cpo_pipeline.resources.llm import LLMEndpointResource
 from cpo_pipeline.resources.settings import PipelineSettings
 from cpo_pipeline.storage import atomic_target, write_parquet

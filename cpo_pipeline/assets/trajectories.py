@@ -21,8 +21,8 @@ from cpo_pipeline.assets.metadata import markdown_table, sample_table, word_diff
 from cpo_pipeline.concepts.graph import ConceptGraphFiles, read_graph
 from cpo_pipeline.concepts.mentions import ConceptExtractor
 from cpo_pipeline.concepts.ontology import load_ontology
-from cpo_pipeline.experts import offline_expert
-from cpo_pipeline.experts.counterfactuals import (
+from cpo_pipeline.counterfactuals import offline_expert
+from cpo_pipeline.counterfactuals.generation import (
     ACCEPTED,
     COUNTERFACTUAL,
     FACTUAL,
@@ -35,11 +35,11 @@ from cpo_pipeline.experts.counterfactuals import (
     sort_trajectories,
     study_inputs,
 )
-from cpo_pipeline.experts.llm_client import RequestCounters
-from cpo_pipeline.experts.prompts import PROMPT_HASH
-from cpo_pipeline.experts.response_cache import ResponseCache, content_hash
-from cpo_pipeline.experts.verifier import VerifierConfig
+from cpo_pipeline.counterfactuals.prompts import PROMPT_HASH
+from cpo_pipeline.counterfactuals.verifier import VerifierConfig
 from cpo_pipeline.layout import SPLITS
+from cpo_pipeline.llm.client import RequestCounters
+from cpo_pipeline.llm.response_cache import ResponseCache, content_hash
 from cpo_pipeline.radiology.chexpert import CHEXPERT_LABELS
 from cpo_pipeline.resources.llm import LLMEndpointResource
 from cpo_pipeline.resources.settings import PipelineSettings
@@ -76,7 +76,7 @@ def _input_key(study: StudyInput, identity: dict) -> str:
 
 @dg.asset(
     deps=[concept_graph],
-    group_name="experts",
+    group_name="counterfactuals",
     code_version=f"{GENERATOR_VERSION}.prompt-{PROMPT_HASH}",
     check_specs=[dg.AssetCheckSpec(
         "dead_letters_below_bound", asset="counterfactual_trajectories", blocking=True,

@@ -15,7 +15,11 @@ from pathlib import Path
 
 import yaml
 
-from cpo_pipeline.radiology.chexpert import CHEXPERT_LABELS, HIERARCHY
+from cpo_pipeline.radiology.chexpert import (
+    DISEASES,
+    HIERARCHY,
+    NON_DISEASE_OBSERVATIONS,
+)
 
 SEED_PATH = Path(__file__).with_name("seed_ontology.yaml")
 SEED_VERSION = 1
@@ -38,8 +42,6 @@ LOCATION_REGIONS = ("lung", "pleura", "heart", "mediastinum", "diaphragm", "bone
 
 # Labelled like diseases, but never a counterfactual target: the paper's 12 disease entities are
 # the other CheXpert labels.
-OBSERVATIONS = ("No Finding", "Support Devices")
-DISEASES = tuple(label for label in CHEXPERT_LABELS if label not in OBSERVATIONS)
 
 # The paper's three relations, each symmetric ...
 ASSOCIATION = "association"
@@ -267,7 +269,7 @@ def parse_ontology(document: object, source: str, sha256: str) -> Ontology:
         raise reader.fail("version", f"expected {SEED_VERSION}, got {_shown(document['version'])}")
 
     diseases = reader.labelled_concepts(document, "diseases", DISEASE, DISEASES)
-    reader.labelled_concepts(document, "observations", OBSERVATION, OBSERVATIONS)
+    reader.labelled_concepts(document, "observations", OBSERVATION, NON_DISEASE_OBSERVATIONS)
     for kind, section, allowed in ((ATTRIBUTE, "attributes", ATTRIBUTE_CATEGORIES),
                                    (LOCATION, "locations", LOCATION_REGIONS)):
         for group, entries in reader.groups(document[section], section, allowed).items():

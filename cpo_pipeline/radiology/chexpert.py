@@ -18,6 +18,13 @@ CHEXPERT_LABELS: tuple[str, ...] = (
     "Support Devices",
 )
 
+NO_FINDING = "No Finding"
+# Observations that are not diseases: never a diagnosis, a counterfactual target or a disease node.
+NON_DISEASE_OBSERVATIONS: tuple[str, ...] = (NO_FINDING, "Support Devices")
+DISEASES: tuple[str, ...] = tuple(
+    label for label in CHEXPERT_LABELS if label not in NON_DISEASE_OBSERVATIONS
+)
+
 # "Not mentioned" is None in Python, blank in the CSV, null in Parquet.
 LABEL_POSITIVE = 1.0
 LABEL_NEGATIVE = 0.0

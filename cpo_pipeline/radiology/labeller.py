@@ -26,6 +26,7 @@ from typing import Literal
 
 from cpo_pipeline.radiology.chexpert import (
     CHEXPERT_LABELS,
+    DISEASES,
     LABEL_NEGATIVE,
     LABEL_POSITIVE,
     LABEL_UNCERTAIN,
@@ -460,7 +461,6 @@ def find_mentions(text: str) -> list[Mention]:
 
 
 _PRECEDENCE = {LABEL_POSITIVE: 3, LABEL_UNCERTAIN: 2, LABEL_NEGATIVE: 1}
-_NOT_FINDINGS = ("No Finding", "Support Devices")
 
 
 def no_finding(labels: dict[str, float | None]) -> float | None:
@@ -469,7 +469,7 @@ def no_finding(labels: dict[str, float | None]) -> float | None:
     Otherwise None, never 0.0: the official labeller leaves it blank.
     """
     present = (LABEL_POSITIVE, LABEL_UNCERTAIN)
-    if any(labels[label] in present for label in CHEXPERT_LABELS if label not in _NOT_FINDINGS):
+    if any(labels[label] in present for label in DISEASES):
         return None
     return LABEL_POSITIVE
 

@@ -8,13 +8,13 @@ import dagster as dg
 from pydantic import Field
 
 from cpo_pipeline import settings as env
-from cpo_pipeline.experts.endpoint_policy import (
+from cpo_pipeline.llm.client import EndpointConfig
+from cpo_pipeline.llm.endpoint_policy import (
     ALLOW_REMOTE_ENV,
     ALLOWED_HOSTS_ENV,
     allow_remote_from_env,
     allowed_hosts_from_env,
 )
-from cpo_pipeline.experts.llm_client import EndpointConfig
 
 
 class LLMEndpointResource(dg.ConfigurableResource):

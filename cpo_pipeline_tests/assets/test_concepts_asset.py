@@ -6,13 +6,13 @@ import pyarrow.parquet as pq
 import pytest
 
 from cpo_pipeline.concepts.graph import ConceptGraphFiles, read_graph
-from cpo_pipeline.concepts.ontology import DISEASES
 from cpo_pipeline.concepts.queries import choose_counterfactual_targets, perturbation_plan
 from cpo_pipeline.definitions import defs
-from cpo_pipeline.experts.testing_server import DEFAULT_MODEL, OpenAICompatibleServer
+from cpo_pipeline.radiology.chexpert import DISEASES
 from cpo_pipeline.resources.llm import LLMEndpointResource
 from cpo_pipeline.resources.parquet_io_manager import ParquetIOManager
 from cpo_pipeline.resources.settings import PipelineSettings
+from cpo_pipeline.testing.openai_server import DEFAULT_MODEL, OpenAICompatibleServer
 
 
 @pytest.fixture(scope="module")

@@ -3,11 +3,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from cpo_pipeline.definitions import defs
-from cpo_pipeline.experts.scripted_expert import answer_counterfactual_prompt
-from cpo_pipeline.experts.testing_server import OpenAICompatibleServer
 from cpo_pipeline.resources.llm import LLMEndpointResource
 from cpo_pipeline.resources.parquet_io_manager import ParquetIOManager
 from cpo_pipeline.resources.settings import PipelineSettings
+from cpo_pipeline.testing.openai_server import OpenAICompatibleServer
+from cpo_pipeline.testing.scripted_expert import answer_counterfactual_prompt
 
 API_KEY = "sk-must-never-be-written-anywhere"
 ASSETS = ("cxr_studies", "concept_graph", "counterfactual_trajectories")

@@ -1,7 +1,7 @@
 import pytest
 
-from cpo_pipeline.experts.trajectory import format_trajectory
-from cpo_pipeline.experts.verifier import VerifierConfig, token_edits, verify_counterfactual
+from cpo_pipeline.counterfactuals.verifier import VerifierConfig, token_edits, verify_counterfactual
+from cpo_pipeline.radiology.answer_format import format_trajectory
 
 FACTUAL = "The heart is enlarged. No pleural effusion or pneumothorax. Lungs are clear."
 

@@ -1,6 +1,6 @@
 import pytest
 
-from cpo_pipeline.experts.endpoint_policy import (
+from cpo_pipeline.llm.endpoint_policy import (
     EndpointNotAllowedError,
     allow_remote_from_env,
     allowed_hosts_from_env,

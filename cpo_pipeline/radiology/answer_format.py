@@ -13,11 +13,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from cpo_pipeline.radiology.chexpert import CHEXPERT_LABELS, LABEL_POSITIVE
-
-NO_FINDING = "No Finding"
-_NOT_DISEASES = (NO_FINDING, "Support Devices")
-DISEASES = tuple(label for label in CHEXPERT_LABELS if label not in _NOT_DISEASES)
+from cpo_pipeline.radiology.chexpert import DISEASES, LABEL_POSITIVE, NO_FINDING
 
 _ANSWER = re.compile(
     r"^\s*<think>\s*(?P<findings>.*?)\s*</think>\s*"

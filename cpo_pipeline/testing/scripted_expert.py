@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import re
 
-from cpo_pipeline.experts import offline_expert
-from cpo_pipeline.experts.trajectory import format_trajectory
-from cpo_pipeline.experts.verifier import diagnosis_of
+from cpo_pipeline.counterfactuals import offline_expert
+from cpo_pipeline.counterfactuals.verifier import diagnosis_of
+from cpo_pipeline.radiology.answer_format import format_trajectory
 from cpo_pipeline.radiology.chexpert import LABEL_POSITIVE
 from cpo_pipeline.radiology.labeller import find_mentions
 

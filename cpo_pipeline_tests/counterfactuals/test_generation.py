@@ -8,20 +8,20 @@ import pytest
 from cpo_pipeline.concepts.graph import build_concept_graph
 from cpo_pipeline.concepts.mentions import ConceptExtractor
 from cpo_pipeline.concepts.ontology import load_ontology
-from cpo_pipeline.experts.counterfactuals import (
+from cpo_pipeline.counterfactuals.generation import (
     GenerationOptions,
     StudyInput,
     dead_letter_fraction,
     generate_trajectories,
     plan_counterfactuals,
 )
-from cpo_pipeline.experts.llm_client import EndpointConfig, RequestCounters
-from cpo_pipeline.experts.response_cache import ResponseCache
-from cpo_pipeline.experts.scripted_expert import answer_counterfactual_prompt, prompt_findings
-from cpo_pipeline.experts.testing_server import Fault, FaultKind, OpenAICompatibleServer
-from cpo_pipeline.experts.trajectory import format_trajectory, parse_trajectory
+from cpo_pipeline.llm.client import EndpointConfig, RequestCounters
+from cpo_pipeline.llm.response_cache import ResponseCache
+from cpo_pipeline.radiology.answer_format import format_trajectory, parse_trajectory
 from cpo_pipeline.radiology.chexpert import CHEXPERT_LABELS
 from cpo_pipeline.settings import Secret
+from cpo_pipeline.testing.openai_server import Fault, FaultKind, OpenAICompatibleServer
+from cpo_pipeline.testing.scripted_expert import answer_counterfactual_prompt, prompt_findings
 
 ONTOLOGY = load_ontology()
 GRAPH = build_concept_graph(ONTOLOGY)

@@ -27,30 +27,29 @@ from cpo_pipeline.concepts.queries import (
     perturbation_plan,
     strongest_edge,
 )
-from cpo_pipeline.experts import offline_expert
-from cpo_pipeline.experts.llm_client import (
+from cpo_pipeline.counterfactuals import offline_expert
+from cpo_pipeline.counterfactuals.prompts import PROMPT_HASH, counterfactual_messages
+from cpo_pipeline.counterfactuals.verifier import (
+    Verdict,
+    VerifierConfig,
+    diagnosis_of,
+    verify_counterfactual,
+)
+from cpo_pipeline.llm.client import (
     ChatRequest,
     ChatResult,
     EndpointConfig,
     RequestCounters,
     complete_many,
 )
-from cpo_pipeline.experts.prompts import PROMPT_HASH, counterfactual_messages
-from cpo_pipeline.experts.response_cache import ResponseCache
-from cpo_pipeline.experts.trajectory import (
-    NO_FINDING,
+from cpo_pipeline.llm.response_cache import ResponseCache
+from cpo_pipeline.radiology.answer_format import (
     TrajectoryFormatError,
     format_trajectory,
     parse_trajectory,
     positive_diseases,
 )
-from cpo_pipeline.experts.verifier import (
-    Verdict,
-    VerifierConfig,
-    diagnosis_of,
-    verify_counterfactual,
-)
-from cpo_pipeline.radiology.chexpert import CHEXPERT_LABELS
+from cpo_pipeline.radiology.chexpert import CHEXPERT_LABELS, NO_FINDING
 
 FACTUAL = "factual"
 COUNTERFACTUAL = "counterfactual"

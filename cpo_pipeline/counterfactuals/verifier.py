@@ -13,13 +13,12 @@ import difflib
 import re
 from dataclasses import dataclass
 
-from cpo_pipeline.experts.trajectory import (
-    NO_FINDING,
+from cpo_pipeline.radiology.answer_format import (
     TrajectoryFormatError,
     parse_trajectory,
     positive_diseases,
 )
-from cpo_pipeline.radiology.chexpert import LABEL_POSITIVE
+from cpo_pipeline.radiology.chexpert import LABEL_POSITIVE, NO_FINDING
 from cpo_pipeline.radiology.labeller import label_report
 
 _TOKEN = re.compile(r"\w+|[^\w\s]")

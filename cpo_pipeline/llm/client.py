@@ -31,9 +31,9 @@ from typing import Any, Self
 import httpx2
 import openai
 
-from cpo_pipeline.experts.endpoint_policy import check_endpoint_allowed
-from cpo_pipeline.experts.http_transport import KeepAliveTransport, tls_context
-from cpo_pipeline.experts.response_cache import CachedResponse, ResponseCache, content_hash
+from cpo_pipeline.llm.endpoint_policy import check_endpoint_allowed
+from cpo_pipeline.llm.http_transport import KeepAliveTransport, tls_context
+from cpo_pipeline.llm.response_cache import CachedResponse, ResponseCache, content_hash
 from cpo_pipeline.settings import Secret
 
 # The SDK insists on a key; local servers (vLLM, llama.cpp) ignore it. A placeholder, and never

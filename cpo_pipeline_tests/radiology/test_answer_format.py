@@ -1,6 +1,6 @@
 import pytest
 
-from cpo_pipeline.experts.trajectory import (
+from cpo_pipeline.radiology.answer_format import (
     TrajectoryFormatError,
     format_trajectory,
     parse_trajectory,

@@ -8,17 +8,17 @@ import sys
 import time
 from collections import Counter
 
-from cpo_pipeline.experts.llm_client import ChatRequest, EndpointConfig, complete_many
-from cpo_pipeline.experts.response_cache import ResponseCache
-from cpo_pipeline.experts.testing_server import OpenAICompatibleServer
+from cpo_pipeline.llm.client import ChatRequest, EndpointConfig, complete_many
+from cpo_pipeline.llm.response_cache import ResponseCache
+from cpo_pipeline.testing.openai_server import OpenAICompatibleServer
 
 PROMPTS = [f"Findings {index}: small left pleural effusion." for index in range(40)]
 
 # The victim: the same requests, in a separate process we can kill without warning.
 VICTIM = """
 import sys
-from cpo_pipeline.experts.llm_client import ChatRequest, EndpointConfig, complete_many
-from cpo_pipeline.experts.response_cache import ResponseCache
+from cpo_pipeline.llm.client import ChatRequest, EndpointConfig, complete_many
+from cpo_pipeline.llm.response_cache import ResponseCache
 base_url, cache_path = sys.argv[1], sys.argv[2]
 prompts = [f"Findings {index}: small left pleural effusion." for index in range(40)]
 requests = [ChatRequest(p, [{"role": "user", "content": p}]) for p in prompts]

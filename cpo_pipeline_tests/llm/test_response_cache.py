@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from cpo_pipeline.experts.response_cache import (
+from cpo_pipeline.llm.response_cache import (
     CachedResponse,
     ResponseCache,
     cache_path,
@@ -76,7 +76,7 @@ def test_several_processes_can_write_at_the_same_time(tmp_path):
     path = tmp_path / "responses.sqlite"
     script = (
         "import sys; from pathlib import Path\n"
-        "from cpo_pipeline.experts.response_cache import CachedResponse, ResponseCache\n"
+        "from cpo_pipeline.llm.response_cache import CachedResponse, ResponseCache\n"
         "cache = ResponseCache(Path(sys.argv[1]))\n"
         "for i in range(200):\n"
         "    cache.put(f'{sys.argv[2]}-{i}', CachedResponse('t', 'm', 1, 1, 0.1))\n"

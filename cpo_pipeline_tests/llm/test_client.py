@@ -7,8 +7,7 @@ from pathlib import Path
 import openai
 import pytest
 
-from cpo_pipeline.experts.endpoint_policy import EndpointNotAllowedError
-from cpo_pipeline.experts.llm_client import (
+from cpo_pipeline.llm.client import (
     ChatCompletionError,
     ChatRequest,
     EndpointConfig,
@@ -20,14 +19,15 @@ from cpo_pipeline.experts.llm_client import (
     response_key,
     run_chat_requests,
 )
-from cpo_pipeline.experts.response_cache import ResponseCache
-from cpo_pipeline.experts.testing_server import (
+from cpo_pipeline.llm.endpoint_policy import EndpointNotAllowedError
+from cpo_pipeline.llm.response_cache import ResponseCache
+from cpo_pipeline.settings import Secret
+from cpo_pipeline.testing.openai_server import (
     BodyFraming,
     Fault,
     FaultKind,
     OpenAICompatibleServer,
 )
-from cpo_pipeline.settings import Secret
 
 API_KEY = "sk-test-4f9c1b7e-never-leak"
 FINDINGS = (

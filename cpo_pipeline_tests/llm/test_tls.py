@@ -5,9 +5,9 @@ import subprocess
 
 import pytest
 
-from cpo_pipeline.experts import llm_client
-from cpo_pipeline.experts.llm_client import ChatCompletionError, EndpointConfig, complete
-from cpo_pipeline.experts.testing_server import OpenAICompatibleServer
+from cpo_pipeline.llm import client as llm_client
+from cpo_pipeline.llm.client import ChatCompletionError, EndpointConfig, complete
+from cpo_pipeline.testing.openai_server import OpenAICompatibleServer
 
 
 @pytest.fixture(scope="module")
