@@ -14,7 +14,6 @@ asset passes one backed by the project's OpenAI-protocol client, tests pass a fa
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from collections import Counter
@@ -29,6 +28,7 @@ from cpo_pipeline.concepts.ontology import (
     ConceptEdge,
     Ontology,
 )
+from cpo_pipeline.storage import content_hash
 
 Messages = list[dict[str, str]]
 Complete = Callable[[Messages], str]
@@ -65,7 +65,7 @@ _FENCE = re.compile(r"^\s*```(?:json)?\s*\n(?P<body>.*)\n\s*```\s*$", re.DOTALL)
 
 def prompt_sha256(ontology: Ontology) -> str:
     """A hash of the system prompt as sent (template and vocabulary): part of the code version."""
-    return hashlib.sha256(_system_prompt(ontology).encode()).hexdigest()
+    return content_hash(_system_prompt(ontology))
 
 
 def _system_prompt(ontology: Ontology) -> str:

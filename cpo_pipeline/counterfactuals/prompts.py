@@ -8,7 +8,7 @@ minimal edits so that they support the target, in the trajectory answer format.
 
 from __future__ import annotations
 
-import hashlib
+from cpo_pipeline.storage import content_hash
 
 SYSTEM_PROMPT = """\
 You are a senior chest radiologist helping to build training data for a radiology AI model.
@@ -41,7 +41,7 @@ Perturbation plan:
 {plan}
 """
 
-PROMPT_HASH = hashlib.sha256((SYSTEM_PROMPT + "\x00" + USER_TEMPLATE).encode()).hexdigest()[:16]
+PROMPT_HASH = content_hash(SYSTEM_PROMPT + "\x00" + USER_TEMPLATE)[:16]
 
 
 def counterfactual_messages(

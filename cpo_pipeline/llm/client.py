@@ -33,8 +33,9 @@ import openai
 
 from cpo_pipeline.llm.endpoint_policy import check_endpoint_allowed
 from cpo_pipeline.llm.http_transport import KeepAliveTransport, tls_context
-from cpo_pipeline.llm.response_cache import CachedResponse, ResponseCache, content_hash
+from cpo_pipeline.llm.response_cache import CachedResponse, ResponseCache
 from cpo_pipeline.settings import Secret
+from cpo_pipeline.storage import content_hash
 
 # The SDK insists on a key; local servers (vLLM, llama.cpp) ignore it. A placeholder, and never
 # OPENAI_API_KEY from the environment, which belongs to some other endpoint.

@@ -12,14 +12,12 @@ the API key.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import sqlite3
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Self
+from typing import Self
 
 CACHE_DIRNAME = "llm_cache"
 CACHE_FILENAME = "responses.sqlite"
@@ -38,12 +36,6 @@ CREATE TABLE IF NOT EXISTS responses (
     created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
 ) WITHOUT ROWID
 """
-
-
-def content_hash(value: Any) -> str:
-    """sha256 of the canonical JSON of `value` (sorted keys, no whitespace)."""
-    canonical = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 def cache_path(data_root: Path) -> Path:

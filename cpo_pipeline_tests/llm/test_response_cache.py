@@ -1,4 +1,3 @@
-import hashlib
 import sqlite3
 import subprocess
 import sys
@@ -6,12 +5,8 @@ import time
 
 import pytest
 
-from cpo_pipeline.llm.response_cache import (
-    CachedResponse,
-    ResponseCache,
-    cache_path,
-    content_hash,
-)
+from cpo_pipeline.llm.response_cache import CachedResponse, ResponseCache, cache_path
+from cpo_pipeline.storage import content_hash
 
 ANSWER = CachedResponse(
     text="<think> no focal consolidation </think> The disease of this patient is No Finding.",
@@ -20,13 +15,6 @@ ANSWER = CachedResponse(
     completion_tokens=64,
     latency_s=1.25,
 )
-
-
-def test_content_hash_is_the_sha256_of_canonical_json_whatever_the_key_order():
-    expected = hashlib.sha256('{"a":[1,"é"],"b":2}'.encode()).hexdigest()
-
-    assert content_hash({"b": 2, "a": [1, "é"]}) == expected
-    assert content_hash({"a": [1, "é"], "b": 2}) == expected
 
 
 def test_the_cache_lives_under_the_data_root(tmp_path):
