@@ -10,10 +10,9 @@ the LLM path of the pipeline without a model:
         os.environ["CPO_LLM_MODEL"] = DEFAULT_MODEL
         ...  # materialize in this process, e.g. `dg.materialize(...)`
 
-It speaks just enough HTTP/1.1 (keep-alive; bodies framed by Content-Length, chunked or by
-closing the connection) on a bare `asyncio` server in a background thread, much lighter per
-request than `http.server`, so at hundreds of requests a second the client, not the server, is
-what gets measured.
+It speaks just enough HTTP/1.1 (keep-alive, Content-Length bodies) on a bare `asyncio` server in
+a background thread, much lighter per request than `http.server`, so at hundreds of requests a
+second the client, not the server, is what gets measured.
 
 Token counts in `usage` are whitespace-separated words: deterministic, so tests can assert them.
 """
@@ -82,14 +81,6 @@ class Fault:
     hang_s: float = 30.0
 
 
-class BodyFraming(StrEnum):
-    """How response bodies are delimited: real servers use all three."""
-
-    CONTENT_LENGTH = "content_length"
-    CHUNKED = "chunked"  # Transfer-Encoding: chunked
-    CLOSE_DELIMITED = "close_delimited"  # no length; the body ends when the server closes
-
-
 # Decides, for each chat request, whether it fails and how; None answers normally.
 FaultPlan = Callable[[ReceivedRequest], Fault | None]
 
@@ -109,9 +100,8 @@ class OpenAICompatibleServer:
     over TLS when given a server-side `tls` context.
 
     Every chat request waits `delay_s`, then either meets the fault `faults` plans for it or is
-    answered with `responder(messages)`; `framing` says how response bodies are delimited.
-    Every request is recorded (`received`), headers included, so tests can check what reached
-    the wire.
+    answered with `responder(messages)`. Every request is recorded (`received`), headers
+    included, so tests can check what reached the wire.
     """
 
     def __init__(
@@ -121,7 +111,6 @@ class OpenAICompatibleServer:
         delay_s: float = 0.0,
         faults: FaultPlan | None = None,
         model: str = DEFAULT_MODEL,
-        framing: BodyFraming = BodyFraming.CONTENT_LENGTH,
         port: int = 0,
         tls: ssl.SSLContext | None = None,
     ) -> None:
@@ -131,7 +120,6 @@ class OpenAICompatibleServer:
         self._delay_s = delay_s
         self._faults = faults
         self._model = model
-        self._framing = framing
         self._received: list[ReceivedRequest] = []
         self._seen_messages: Counter[str] = Counter()
         self._lock = threading.Lock()
@@ -263,7 +251,7 @@ class OpenAICompatibleServer:
                 return
             await self._send(writer, reply)
             keep_alive = version == "HTTP/1.1" and headers.get("connection", "").lower() != "close"
-            if not keep_alive or self._framing is BodyFraming.CLOSE_DELIMITED:
+            if not keep_alive:
                 return
 
     async def _reply(
@@ -301,19 +289,9 @@ class OpenAICompatibleServer:
             f"HTTP/1.1 {status.value} {status.phrase}",
             "Content-Type: application/json",
             *(f"{name}: {value}" for name, value in reply.headers.items()),
+            f"Content-Length: {len(reply.body)}",
         ]
-        body = reply.body
-        match self._framing:
-            case BodyFraming.CONTENT_LENGTH:
-                head.append(f"Content-Length: {len(body)}")
-            case BodyFraming.CHUNKED:
-                head.append("Transfer-Encoding: chunked")
-                halves = [part for part in (body[: len(body) // 2], body[len(body) // 2 :]) if part]
-                chunks = [b"%x\r\n%s\r\n" % (len(part), part) for part in halves]
-                body = b"".join(chunks) + b"0\r\n\r\n"
-            case BodyFraming.CLOSE_DELIMITED:
-                head.append("Connection: close")
-        writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
+        writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + reply.body)
         await writer.drain()
 
     def _record(

@@ -22,12 +22,7 @@ from cpo_pipeline.llm.client import (
 from cpo_pipeline.llm.endpoint_policy import EndpointNotAllowedError
 from cpo_pipeline.llm.response_cache import ResponseCache
 from cpo_pipeline.settings import Secret
-from cpo_pipeline.testing.openai_server import (
-    BodyFraming,
-    Fault,
-    FaultKind,
-    OpenAICompatibleServer,
-)
+from cpo_pipeline.testing.openai_server import Fault, FaultKind, OpenAICompatibleServer
 
 API_KEY = "sk-test-4f9c1b7e-never-leak"
 FINDINGS = (
@@ -207,17 +202,17 @@ def test_connections_are_kept_alive_and_reused(cache):
     assert len(connections) == server.connections_opened == 3
 
 
-@pytest.mark.parametrize(
-    ("framing", "connections"),
-    [(BodyFraming.CONTENT_LENGTH, 1), (BodyFraming.CHUNKED, 1), (BodyFraming.CLOSE_DELIMITED, 3)],
-)
-def test_response_bodies_are_read_however_the_server_delimits_them(cache, framing, connections):
-    with OpenAICompatibleServer(responder=lambda _: FINDINGS, framing=framing) as server:
-        results = complete_many(endpoint(server, concurrency=1), asking("a", "b", "c"), cache=cache)
-        opened = server.connections_opened
+def test_a_proxy_set_in_the_environment_is_bypassed(cache, monkeypatch):
+    # A proxy would be one more host receiving report text, one the endpoint policy never checked.
+    for name in ("NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+        monkeypatch.setenv(name, "http://127.0.0.1:1")
+    with OpenAICompatibleServer() as server:
+        [result] = complete_many(endpoint(server, max_attempts=1), asking("p"), cache=cache)
+        sent = len(server.chat_requests)
 
-    assert [result.text for result in results] == [FINDINGS] * 3
-    assert opened == connections
+    assert (result.text, sent) == ("echo: p", 1)
 
 
 def test_the_test_server_lists_its_model_like_an_openai_endpoint():

@@ -10,18 +10,18 @@ from cpo_pipeline.llm.endpoint_policy import (
 
 
 @pytest.mark.parametrize(
-    "base_url",
+    ("base_url", "host"),
     [
-        "http://127.0.0.1:8000/v1",
-        "http://127.10.20.30/v1",
-        "http://localhost:8000/v1",
-        "http://LOCALHOST./v1",
-        "http://[::1]:8000/v1",
-        "http://[::ffff:127.0.0.1]:8000/v1",
+        ("http://127.0.0.1:8000/v1", "127.0.0.1"),
+        ("http://127.10.20.30/v1", "127.10.20.30"),
+        ("http://localhost:8000/v1", "localhost"),
+        ("http://LOCALHOST./v1", "localhost"),
+        ("http://[::1]:8000/v1", "::1"),
+        ("http://[::ffff:127.0.0.1]:8000/v1", "::ffff:127.0.0.1"),
     ],
 )
-def test_loopback_endpoints_are_allowed_by_default(base_url):
-    check_endpoint_allowed(base_url)
+def test_loopback_endpoints_are_allowed_by_default_under_their_normalised_host(base_url, host):
+    assert check_endpoint_allowed(base_url) == host
 
 
 @pytest.mark.parametrize(

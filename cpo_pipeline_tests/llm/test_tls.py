@@ -1,11 +1,10 @@
-"""The client's own keep-alive transport over TLS: certificate and hostname are verified."""
+"""The client over TLS: certificate and hostname are verified, SSL_CERT_FILE is honoured."""
 
 import ssl
 import subprocess
 
 import pytest
 
-from cpo_pipeline.llm import client as llm_client
 from cpo_pipeline.llm.client import ChatCompletionError, EndpointConfig, complete
 from cpo_pipeline.testing.openai_server import OpenAICompatibleServer
 
@@ -35,9 +34,10 @@ def _config(server):
     return EndpointConfig(server.base_url, "cpo-test-model", max_attempts=1, timeout_s=5)
 
 
-def test_a_completion_over_https_from_a_trusted_certificate(tls_server, certificate, monkeypatch):
-    trusted = ssl.create_default_context(cafile=str(certificate[0]))
-    monkeypatch.setattr(llm_client, "tls_context", lambda: trusted)
+def test_a_completion_over_https_from_a_certificate_trusted_by_ssl_cert_file(
+    tls_server, certificate, monkeypatch
+):
+    monkeypatch.setenv("SSL_CERT_FILE", str(certificate[0]))
 
     answer = complete(_config(tls_server), [{"role": "user", "content": "small effusion"}])
 
@@ -46,7 +46,9 @@ def test_a_completion_over_https_from_a_trusted_certificate(tls_server, certific
     assert len(tls_server.chat_requests) == 1
 
 
-def test_an_untrusted_certificate_is_refused(tls_server):
+def test_an_untrusted_certificate_is_refused(tls_server, monkeypatch):
+    monkeypatch.delenv("SSL_CERT_FILE", raising=False)
+    monkeypatch.delenv("SSL_CERT_DIR", raising=False)
     with pytest.raises(ChatCompletionError, match="CERTIFICATE_VERIFY_FAILED"):
         complete(_config(tls_server), [{"role": "user", "content": "small effusion"}])
 
