@@ -6,12 +6,16 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
-from cpo_pipeline import layout
+from cpo_pipeline import layout, schemas
 from cpo_pipeline.ingestion.index import (
     IndexTableError,
     Reject,
+    line_of,
     read_index_table,
     require_table,
     validate_ids,
@@ -27,7 +31,6 @@ from cpo_pipeline.radiology.chexpert import (
 STAGE = "labels"
 LABEL_TABLES = {"chexpert": layout.CHEXPERT, "negbio": layout.NEGBIO}
 TEST_SET_LABEL_SOURCE = "radiologist-test-set"
-LABEL_TABLE_COLUMNS = (*layout.LABEL_COLUMNS, "label_source")
 
 # The forms a label cell takes once stripped; blank means the report does not mention it.
 _LABEL_VALUES = {
@@ -39,6 +42,8 @@ _LABEL_VALUES = {
     "-1": LABEL_UNCERTAIN,
     "-1.0": LABEL_UNCERTAIN,
 }
+_LABEL_FORMS = pa.array(list(_LABEL_VALUES))
+_LABEL_FLOATS = np.array([*_LABEL_VALUES.values(), math.nan])  # the last for a malformed cell
 # The 2.1.0 radiologist test set is reported to name Lung Opacity this way.
 _TEST_SET_COLUMN_NAMES = {"Airspace Opacity": "Lung Opacity"}
 
@@ -46,11 +51,13 @@ _TEST_SET_COLUMN_NAMES = {"Airspace Opacity": "Lung Opacity"}
 def read_labels(
     source: MimicSource, source_name: str = "chexpert"
 ) -> tuple[pd.DataFrame, list[Reject]]:
-    """The CheXpert or NegBio labeller's table (`LABEL_TABLE_COLUMNS`; labels float, blank NaN).
+    """The CheXpert or NegBio labeller's table (`schemas.CXR_LABELS`; labels float, blank NaN).
 
     A missing table raises `IndexTableError`: every later stage needs labels. Rows with a
-    malformed id or label value, and repeated study rows after the first, are rejected.
-    "No Finding" is only ever 1.0 or blank in the real tables; 0.0 and -1.0 are kept as read.
+    malformed id, and repeated study rows after the first, are rejected. A malformed label
+    value is rejected alone: its cell is left blank and the row's other labels are kept (a
+    dropped row would read as a study with no finding). "No Finding" is only ever 1.0 or blank
+    in the real tables; 0.0 and -1.0 are kept as read.
     """
     if source_name not in LABEL_TABLES:
         raise ValueError(
@@ -84,35 +91,45 @@ def read_test_set_labels(source: MimicSource) -> tuple[pd.DataFrame, list[Reject
 def _parse_labels(
     frame: pd.DataFrame, path: Path, id_columns: Sequence[str], label_source: str
 ) -> tuple[pd.DataFrame, list[Reject]]:
-    """Valid ids, label cells as floats, first row per study; a reject for every other row."""
+    """Valid ids, first row per study, label cells as floats; a reject for every other row and
+    for every malformed cell (left blank)."""
     frame, rejects = validate_ids(frame, path, STAGE, id_columns)
-    cells = frame[list(CHEXPERT_LABELS)].apply(lambda column: column.str.strip())
-    malformed = ~cells.isin(list(_LABEL_VALUES))
-    for row in frame.index[malformed.any(axis=1)]:
-        bad = ", ".join(f"{label} {cells.at[row, label]!r}"
-                        for label in CHEXPERT_LABELS if malformed.at[row, label])
-        rejects.append(_row_reject(
-            frame, path, row,
-            f"malformed label value(s) {bad} (expected 1.0, 0.0, -1.0 or blank)",
-        ))
-    frame = frame.loc[~malformed.any(axis=1)]
-    first_lines = frame.index.to_series().groupby(frame["study_id"]).transform("first") + 2
+    first_rows = frame.index.to_series().groupby(frame["study_id"]).transform("first")
     repeated = frame["study_id"].duplicated(keep="first")
-    rejects += [
+    repeat_rejects = [
         _row_reject(frame, path, row,
                     f"repeated row for study {frame.at[row, 'study_id']} (first at line "
-                    f"{first_lines[row]}; kept that one)")
+                    f"{line_of(first_rows[row])}; kept that one)")
         for row in frame.index[repeated]
     ]
     frame = frame.loc[~repeated]
+    values, bad_cells = {}, []
+    for order, label in enumerate(CHEXPERT_LABELS):
+        values[label], malformed = _label_values(frame[label])
+        bad_cells += [(position, order, text) for position, text in malformed.items()]
+    rejects += [
+        _row_reject(frame, path, frame.index[position],
+                    f"malformed label value ({CHEXPERT_LABELS[order]} {text!r}; expected 1.0, "
+                    "0.0, -1.0 or blank): left blank")
+        for position, order, text in sorted(bad_cells)
+    ]
     labels = pd.DataFrame({
         "subject_id": frame["subject_id"] if "subject_id" in frame.columns else pd.NA,
         "study_id": frame["study_id"],
-        **{label: cells.loc[frame.index, label].map(_LABEL_VALUES).astype("float64")
-           for label in CHEXPERT_LABELS},
+        **values,
         "label_source": label_source,
     }, index=frame.index)
-    return labels[list(LABEL_TABLE_COLUMNS)].reset_index(drop=True), rejects
+    return labels[schemas.CXR_LABELS.names].reset_index(drop=True), rejects + repeat_rejects
+
+
+def _label_values(cells: pd.Series) -> tuple[np.ndarray, dict[int, str]]:
+    """Each cell's label value (blank NaN), and the stripped text of each malformed cell by
+    position (its value is NaN too)."""
+    stripped = pc.utf8_trim_whitespace(pa.array(cells, type=pa.string()))
+    forms = pc.index_in(stripped, value_set=_LABEL_FORMS)
+    malformed = np.flatnonzero(forms.is_null().to_numpy(zero_copy_only=False))
+    values = _LABEL_FLOATS[pc.fill_null(forms, len(_LABEL_FORMS)).to_numpy()]
+    return values, dict(zip(malformed, stripped.take(malformed).to_pylist(), strict=True))
 
 
 def _row_reject(frame: pd.DataFrame, path: Path, row: int, reason: str) -> Reject:
@@ -120,7 +137,7 @@ def _row_reject(frame: pd.DataFrame, path: Path, row: int, reason: str) -> Rejec
     subject_id = frame.at[row, "subject_id"] if "subject_id" in frame.columns else None
     return Reject(
         stage=STAGE,
-        path=f"{path}:{row + 2}",
+        path=f"{path}:{line_of(row)}",
         reason=reason,
         subject_id=None if subject_id is None else int(subject_id),
         study_id=int(frame.at[row, "study_id"]),

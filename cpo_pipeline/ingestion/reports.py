@@ -10,25 +10,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from cpo_pipeline import layout
+from cpo_pipeline import layout, schemas
 from cpo_pipeline.ingestion.index import Reject
 from cpo_pipeline.ingestion.sections import extract_sections
 from cpo_pipeline.ingestion.source import MimicSource
 
 STAGE = "reports"
-REPORT_COLUMNS = (
-    "subject_id",
-    "study_id",
-    "report_path",
-    "raw_text",
-    "findings",
-    "impression",
-    "indication",
-    "comparison",
-    "last_paragraph",
-    "labelled_section",
-    "findings_text",
-)
 
 # Archive members carry the tree's relative paths, sometimes under a leading folder
 # (`mimic-cxr-reports/files/...`): the `files/...` suffix is what names the study.
@@ -38,7 +25,7 @@ _REPORT_MEMBER = re.compile(r"(?:^|/)(files/p\d+/p\d+/s\d+\.txt)$")
 def read_reports(
     source: MimicSource, studies: pd.DataFrame
 ) -> tuple[pd.DataFrame, list[Reject]]:
-    """One row per study with a usable report (`REPORT_COLUMNS`), and a reject for every other.
+    """One row per study with a usable report (`schemas.CXR_REPORTS`), a reject for each other.
 
     `studies` needs subject_id and study_id; a non-blank `report_path` (relative, as in
     cxr-study-list) overrides the layout's path. A report is read from its `.txt` file under the
@@ -89,7 +76,7 @@ def read_reports(
             "labelled_section": sections.labelled_section,
             "findings_text": sections.findings_text,
         })
-    reports = pd.DataFrame(rows, columns=list(REPORT_COLUMNS))
+    reports = pd.DataFrame(rows, columns=schemas.CXR_REPORTS.names)
     reports[["subject_id", "study_id"]] = reports[["subject_id", "study_id"]].astype("int64")
     return reports, rejects
 

@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 
-from cpo_pipeline import layout
+from cpo_pipeline import layout, schemas
 from cpo_pipeline.radiology.chexpert import CHEXPERT_LABELS
 
 # PA > AP > any other non-lateral view; laterals only when the study has nothing else.
-_VIEW_RANK = {"PA": 0, "AP": 1}
+_RANKED_VIEWS = pa.array(["PA", "AP"])
 _OTHER_VIEW_RANK = 2
 _LATERAL_RANK = 3
 
 
 def study_datetime(study_date: pd.Series, study_time: pd.Series) -> pd.Series:
     """StudyDate (YYYYMMDD) + StudyTime (HHMMSS.fff read as a number, so 08:05 is `80556.875`)."""
-    dates = pd.to_datetime(study_date.astype(str).str.strip(), format="%Y%m%d", errors="coerce")
+    # Studies share dates: parse each distinct one once.
+    codes, distinct = pd.factorize(study_date.astype(str), use_na_sentinel=False)
+    dates = pd.Series(pd.to_datetime(
+        pd.Series(distinct).str.strip(), format="%Y%m%d", errors="coerce").to_numpy()[codes],
+        index=study_date.index)
     clock = pd.to_numeric(study_time, errors="coerce").fillna(0.0)
     whole = np.floor(clock).astype("int64")
     seconds = (whole // 10_000) * 3600 + (whole // 100 % 100) * 60 + whole % 100
@@ -24,27 +32,48 @@ def study_datetime(study_date: pd.Series, study_time: pd.Series) -> pd.Series:
 
 
 def view_rank(view_position: pd.Series) -> pd.Series:
-    views = view_position.fillna("").str.strip().str.upper()
-    rank = views.map(_VIEW_RANK).fillna(_OTHER_VIEW_RANK)
-    rank[views.isin(layout.LATERAL_VIEWS)] = _LATERAL_RANK
-    return rank.astype("int8")
+    views = pc.utf8_upper(pc.utf8_trim_whitespace(pa.array(view_position, type=pa.string())))
+    rank = pc.fill_null(pc.index_in(views, value_set=_RANKED_VIEWS), _OTHER_VIEW_RANK)
+    lateral = pc.fill_null(pc.is_in(views, value_set=pa.array(layout.LATERAL_VIEWS)), False)
+    ranks = np.where(lateral.to_numpy(zero_copy_only=False), _LATERAL_RANK, rank.to_numpy())
+    return pd.Series(ranks.astype("int8"), index=view_position.index)
+
+
+def _sort_order(frame: pd.DataFrame, columns: Sequence[str]) -> np.ndarray:
+    """Positions of `frame`'s rows sorted by `columns`, nulls last, ties in frame order (as
+    `sort_values` orders them; pyarrow's sort is several times faster on string keys)."""
+    keys = pa.table({column: frame[column] for column in columns})
+    return pc.sort_indices(keys, sort_keys=[(column, "ascending") for column in columns]).to_numpy()
+
+
+def _group_starts(keys: np.ndarray) -> np.ndarray:
+    """Whether each element of sorted `keys` is the first of its run of equal keys."""
+    starts = np.ones(len(keys), dtype=bool)
+    starts[1:] = keys[1:] != keys[:-1]
+    return starts
 
 
 def choose_frontal_images(images: pd.DataFrame) -> pd.DataFrame:
     """One image per study: PA > AP > other > lateral, ties broken by dicom_id for determinism.
 
     `images` needs study_id, dicom_id, ViewPosition. Adds `lateral_only` (no non-lateral image).
+    Studies come in study_id order.
     """
     ranked = images.assign(_rank=view_rank(images["ViewPosition"]))
-    chosen = ranked.sort_values(["study_id", "_rank", "dicom_id"]).drop_duplicates("study_id")
-    chosen["lateral_only"] = chosen["_rank"] == _LATERAL_RANK
+    order = _sort_order(ranked, ["study_id", "_rank", "dicom_id"])
+    chosen = ranked.iloc[order[_group_starts(ranked["study_id"].to_numpy()[order])]]
+    chosen = chosen.assign(lateral_only=chosen["_rank"] == _LATERAL_RANK)
     return chosen.drop(columns="_rank")
 
 
 def visit_index(frame: pd.DataFrame) -> pd.Series:
     """0-based order of each study within its patient, by study datetime then study id."""
-    order = frame.sort_values(["subject_id", "study_datetime", "study_id"])
-    return order.groupby("subject_id").cumcount().reindex(frame.index).astype("int32")
+    order = _sort_order(frame, ["subject_id", "study_datetime", "study_id"])
+    starts = np.flatnonzero(_group_starts(frame["subject_id"].to_numpy()[order]))
+    sizes = np.diff(np.append(starts, len(order)))
+    visits = np.empty(len(order), dtype="int32")
+    visits[order] = np.arange(len(order)) - np.repeat(starts, sizes)
+    return pd.Series(visits, index=frame.index)
 
 
 def time_stages(frame: pd.DataFrame, n_stages: int) -> pd.Series:
@@ -62,18 +91,10 @@ def time_stages(frame: pd.DataFrame, n_stages: int) -> pd.Series:
     return (ranks * n_stages // max(len(frame), 1)).astype("int32")
 
 
-
-STUDY_COLUMNS = (
-    "subject_id", "study_id", "split", "dicom_id", "view_position", "lateral_only", "n_images",
-    "image_path", "findings_text", "findings_source", *CHEXPERT_LABELS, "label_source",
-    "study_datetime", "visit_index", "stage",
-)
-
-
 def join_studies(
     images: pd.DataFrame, reports: pd.DataFrame, labels: pd.DataFrame, n_stages: int
 ) -> pd.DataFrame:
-    """The study table every later stage reads.
+    """The study table every later stage reads (`schemas.CXR_STUDIES`).
 
     `images` holds the usable images (ids, split, ViewPosition, StudyDate, StudyTime,
     image_path); `reports` the readable reports (`findings_text`, `labelled_section`);
@@ -96,5 +117,5 @@ def join_studies(
     studies["view_position"] = studies["ViewPosition"].replace("", None)
     studies["visit_index"] = visit_index(studies)
     studies["stage"] = time_stages(studies, n_stages)
-    ordered = studies.sort_values(["subject_id", "visit_index"], ignore_index=True)
-    return ordered[list(STUDY_COLUMNS)]
+    studies = studies[schemas.CXR_STUDIES.names]
+    return studies.iloc[_sort_order(studies, ["subject_id", "visit_index"])].reset_index(drop=True)

@@ -85,6 +85,12 @@ def ingested(seeded, tmp_path_factory):
     return ingest(MimicSource(root, None, is_demo=False), IngestOptions(workers=2), store)
 
 
+def _line_of(root, name, dicom_id):
+    """The line of table `name` that lists image `dicom_id` (the header is line 1)."""
+    table = _read(root, name)
+    return int(table.index[table["dicom_id"] == dicom_id][0]) + 2
+
+
 def _reasons_by_dicom(rejects):
     return dict(zip(rejects["dicom_id"], rejects["reason"]))
 
@@ -117,8 +123,12 @@ def test_exactly_the_seeded_inputs_are_rejected(seeded, ingested):
     disagree = rejects[rejects["stage"] == "index:metadata"].iloc[0]
     assert disagree["dicom_id"] == expected["ids_disagree"].dicom_id
     victim = expected["ids_disagree"]
+    root = seeded[0]
+    assert disagree["path"] == (
+        f"{root / layout.METADATA}.gz:{_line_of(root, layout.METADATA, victim.dicom_id)}")
     assert disagree["reason"] == (
-        f"ids disagree between files: {layout.RECORD_LIST}.gz says subject {victim.subject_id} "
+        f"ids disagree between files: {layout.RECORD_LIST}.gz:"
+        f"{_line_of(root, layout.RECORD_LIST, victim.dicom_id)} says subject {victim.subject_id} "
         f"study {victim.study_id}, {layout.METADATA}.gz says subject {victim.subject_id} "
         f"study {expected['other_study']}")
     malformed = rejects[rejects["stage"] == "index:cxr-record-list.csv"].iloc[0]

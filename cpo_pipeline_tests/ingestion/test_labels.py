@@ -5,12 +5,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from cpo_pipeline import schemas
 from cpo_pipeline.ingestion.index import IndexTableError, Reject
-from cpo_pipeline.ingestion.labels import (
-    LABEL_TABLE_COLUMNS,
-    read_labels,
-    read_test_set_labels,
-)
+from cpo_pipeline.ingestion.labels import read_labels, read_test_set_labels
 from cpo_pipeline.ingestion.source import MimicSource
 from cpo_pipeline.radiology.chexpert import CHEXPERT_LABELS
 
@@ -64,7 +61,7 @@ def test_gzipped_chexpert_table_is_read_as_float_labels_ignoring_extra_columns(t
     labels, rejects = read_labels(source)
 
     assert rejects == []
-    assert tuple(labels.columns) == LABEL_TABLE_COLUMNS
+    assert list(labels.columns) == schemas.CXR_LABELS.names
     assert_rows(labels, [
         expected_labels(10000032, 50414267, Edema=1.0),
         expected_labels(10000764, 57375967, Atelectasis=-1.0, Pneumonia=0.0),
@@ -103,9 +100,24 @@ def test_all_blank_row_is_kept_with_every_label_missing(tmp_path, source):
     assert_rows(labels, [expected_labels(10000032, 50414267)])
 
 
-def test_row_with_a_malformed_label_value_is_rejected_naming_line_column_and_value(
-    tmp_path, source
-):
+def test_a_malformed_cell_is_left_blank_and_the_rows_other_labels_are_kept(tmp_path, source):
+    path = write_csv(tmp_path / "mimic-cxr-2.0.0-chexpert.csv", HEADER, [
+        labels_row("10000032", "50414267", Cardiomegaly="1.0", Edema="2"),
+    ])
+
+    labels, rejects = read_labels(source)
+
+    assert labels.loc[0, "Cardiomegaly"] == 1.0
+    assert math.isnan(labels.loc[0, "Edema"])
+    assert_rows(labels, [expected_labels(10000032, 50414267, Cardiomegaly=1.0)])
+    assert rejects == [Reject(
+        "labels", f"{path}:2",
+        "malformed label value (Edema '2'; expected 1.0, 0.0, -1.0 or blank): left blank",
+        10000032, 50414267,
+    )]
+
+
+def test_each_malformed_cell_is_rejected_naming_line_label_and_value(tmp_path, source):
     path = write_csv(tmp_path / "mimic-cxr-2.0.0-chexpert.csv", HEADER, [
         labels_row("10000032", "50414267", Edema="1.0"),
         labels_row("10000764", "57375967", Edema="2", Pneumonia="yes"),
@@ -114,14 +126,14 @@ def test_row_with_a_malformed_label_value_is_rejected_naming_line_column_and_val
 
     labels, rejects = read_labels(source)
 
-    assert labels["study_id"].tolist() == [50414267]
+    assert labels["study_id"].tolist() == [50414267, 57375967, 50771383]
     assert rejects == [
-        Reject("labels", f"{path}:3",
-               "malformed label value(s) Edema '2', Pneumonia 'yes' (expected 1.0, 0.0, -1.0 "
-               "or blank)", 10000764, 57375967),
-        Reject("labels", f"{path}:4",
-               "malformed label value(s) Fracture 'nan?' (expected 1.0, 0.0, -1.0 or blank)",
-               10000898, 50771383),
+        Reject("labels", f"{path}:3", "malformed label value (Edema '2'; expected 1.0, 0.0, "
+               "-1.0 or blank): left blank", 10000764, 57375967),
+        Reject("labels", f"{path}:3", "malformed label value (Pneumonia 'yes'; expected 1.0, "
+               "0.0, -1.0 or blank): left blank", 10000764, 57375967),
+        Reject("labels", f"{path}:4", "malformed label value (Fracture 'nan?'; expected 1.0, "
+               "0.0, -1.0 or blank): left blank", 10000898, 50771383),
     ]
 
 
@@ -230,7 +242,7 @@ def test_set_labels_read_airspace_opacity_as_lung_opacity_with_null_subject(tmp_
     labels, rejects = read_test_set_labels(source)
 
     assert rejects == []
-    assert tuple(labels.columns) == LABEL_TABLE_COLUMNS
+    assert list(labels.columns) == schemas.CXR_LABELS.names
     assert labels["subject_id"].dtype == "Int64"
     assert labels["subject_id"].isna().tolist() == [True]
     assert_rows(labels.drop(columns="subject_id"), [
@@ -240,7 +252,7 @@ def test_set_labels_read_airspace_opacity_as_lung_opacity_with_null_subject(tmp_
     ])
 
 
-def test_set_rows_with_malformed_study_ids_or_values_are_rejected(tmp_path, source):
+def test_set_rows_with_malformed_study_ids_are_rejected_and_bad_cells_left_blank(tmp_path, source):
     path = write_csv(tmp_path / "mimic-cxr-2.1.0-test-set-labeled.csv", TEST_SET_HEADER, [
         labels_row("", "5041426x")[1:],
         labels_row("", "57375967", Edema="yes")[1:],
@@ -248,13 +260,14 @@ def test_set_rows_with_malformed_study_ids_or_values_are_rejected(tmp_path, sour
 
     labels, rejects = read_test_set_labels(source)
 
-    assert labels.empty
+    assert labels["study_id"].tolist() == [57375967]
+    assert math.isnan(labels.loc[0, "Edema"])
     assert rejects == [
         Reject("labels", f"{path}:2",
                "malformed study_id '5041426x' (expected 8 digits starting with 5)"),
         Reject("labels", f"{path}:3",
-               "malformed label value(s) Edema 'yes' (expected 1.0, 0.0, -1.0 or blank)",
-               None, 57375967),
+               "malformed label value (Edema 'yes'; expected 1.0, 0.0, -1.0 or blank): left "
+               "blank", None, 57375967),
     ]
 
 

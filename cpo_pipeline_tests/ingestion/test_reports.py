@@ -6,8 +6,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from cpo_pipeline import schemas
 from cpo_pipeline.ingestion.index import Reject
-from cpo_pipeline.ingestion.reports import REPORT_COLUMNS, read_archive_reports, read_reports
+from cpo_pipeline.ingestion.reports import read_archive_reports, read_reports
 from cpo_pipeline.ingestion.source import MimicSource
 from cpo_pipeline_tests.ingestion.report_text import TITLE, mimic_report
 
@@ -99,7 +100,7 @@ def test_output_has_the_declared_columns_and_int64_ids(tmp_path):
 
     reports, _ = read_reports(source, studies_frame((SUBJECT, STUDY)))
 
-    assert tuple(reports.columns) == REPORT_COLUMNS
+    assert list(reports.columns) == schemas.CXR_REPORTS.names
     assert (reports["subject_id"].dtype, reports["study_id"].dtype) == ("int64", "int64")
 
 
@@ -296,4 +297,4 @@ def test_no_studies_give_an_empty_frame_with_the_declared_columns(tmp_path):
 
     reports, rejects = read_reports(source, studies_frame())
 
-    assert (tuple(reports.columns), len(reports), rejects) == (REPORT_COLUMNS, 0, [])
+    assert (list(reports.columns), len(reports), rejects) == (schemas.CXR_REPORTS.names, 0, [])
