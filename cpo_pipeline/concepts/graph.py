@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import networkx as nx
 import pandas as pd
 
+from cpo_pipeline import schemas
 from cpo_pipeline.concepts.ontology import (
     ASSOCIATION,
     ATTRIBUTE,
@@ -32,8 +33,8 @@ from cpo_pipeline.concepts.ontology import (
 )
 from cpo_pipeline.storage import atomic_target
 
-NODE_COLUMNS = ("name", "kind", "group", "synonyms", "study_count")
-EDGE_COLUMNS = tuple(field.name for field in fields(ConceptEdge))
+NODE_COLUMNS = tuple(schemas.CONCEPT_NODES.names)
+EDGE_COLUMNS = tuple(schemas.CONCEPT_EDGES.names)
 CONCEPTS_DIRNAME = "concepts"
 
 

@@ -2,30 +2,35 @@
 
 The seed (`seed_ontology.yaml`, shipped in the package) is a readable file a radiologist can
 edit. Loading validates it completely and names the place of the first problem, e.g.
-`seed_ontology.yaml: associations[12].weight: expected a number in (0, 1], got 'high'`.
+`seed_ontology.yaml: associations[12].weight: Input should be a valid number, got 'high'`.
+The file's structure is a pydantic model; what names what (the CheXpert labels, the sites, the
+hierarchy, the ends of an edge, one concept per term) is checked after, against the whole file.
 """
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
+from itertools import zip_longest
 from pathlib import Path
+from typing import Annotated, Literal
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from cpo_pipeline.radiology.chexpert import (
     DISEASES,
     HIERARCHY,
     NON_DISEASE_OBSERVATIONS,
 )
+from cpo_pipeline.storage import content_hash
 
 SEED_PATH = Path(__file__).with_name("seed_ontology.yaml")
 SEED_VERSION = 1
 
 # Concept kinds, in the order a symmetric edge is written (a disease first, a location last).
 DISEASE = "disease"
+# Labelled like a disease, but never a counterfactual target (No Finding, Support Devices).
 OBSERVATION = "observation"
 ATTRIBUTE = "attribute"
 LOCATION = "location"
@@ -39,9 +44,6 @@ ATTRIBUTE_CATEGORIES = (
     "functional_indicator",
 )
 LOCATION_REGIONS = ("lung", "pleura", "heart", "mediastinum", "diaphragm", "bone", "soft_tissue")
-
-# Labelled like diseases, but never a counterfactual target: the paper's 12 disease entities are
-# the other CheXpert labels.
 
 # The paper's three relations, each symmetric ...
 ASSOCIATION = "association"
@@ -150,196 +152,172 @@ def load_ontology(path: Path = SEED_PATH) -> Ontology:
     """Read and validate a seed file (by default the one shipped in the package)."""
     content = path.read_bytes()
     try:
-        document = yaml.safe_load(content)
+        # libyaml's loader when PyYAML has it: the pure-Python one takes ~0.1 s for the seed.
+        document = yaml.load(content, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         place = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "file"
         problem = getattr(error, "problem", None) or str(error)
         raise OntologyError(path.name, place, f"not valid YAML: {problem}") from error
-    return parse_ontology(document, path.name, hashlib.sha256(content).hexdigest())
+    return parse_ontology(document, path.name, content_hash(content))
 
 
-_SECTIONS = (
-    "version", "diseases", "observations", "attributes", "locations", "hierarchy",
-    "associations", "exclusions",
-)
-_EDGE_SECTIONS = {"associations": ASSOCIATION, "exclusions": EXCLUSION}
-_EDGE_FIELDS = ("between", "weight", "rationale")
+_Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
 
 
-class _SeedReader:
-    """Walks a parsed seed document; every check that fails raises at its exact place."""
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-        self.concepts: list[Concept] = []
-        self.places: dict[str, str] = {}
-        self.terms: dict[str, str] = {}
-
-    def fail(self, place: str, problem: str) -> OntologyError:
-        return OntologyError(self.source, place, problem)
-
-    def mapping(self, value: object, place: str, fields: tuple[str, ...],
-                required: tuple[str, ...]) -> dict:
-        if not isinstance(value, dict):
-            raise self.fail(place, f"expected a mapping, got {_shown(value)}")
-        unknown = [key for key in value if key not in fields]
-        if unknown:
-            raise self.fail(place, f"unknown field {unknown[0]!r}; expected fields {list(fields)}")
-        missing = [key for key in required if key not in value]
-        if missing:
-            raise self.fail(place, f"missing field {missing[0]!r}")
-        return value
-
-    def items(self, value: object, place: str) -> list:
-        if not isinstance(value, list):
-            raise self.fail(place, f"expected a list, got {_shown(value)}")
-        return value
-
-    def text(self, value: object, place: str) -> str:
-        if not isinstance(value, str) or not value.strip():
-            raise self.fail(place, f"expected non-empty text, got {_shown(value)}")
-        return value.strip()
-
-    def groups(self, value: object, place: str, allowed: tuple[str, ...]) -> dict[str, list]:
-        if not isinstance(value, dict):
-            raise self.fail(place, f"expected a mapping of group -> list, got {_shown(value)}")
-        for group in value:
-            if group not in allowed:
-                raise self.fail(f"{place}.{group}",
-                                f"unknown group; expected one of {list(allowed)}")
-        return value
-
-    def concept(self, entry: object, place: str, kind: str, group: str | None) -> dict:
-        fields = ("name", "synonyms", "sites") if kind == DISEASE else ("name", "synonyms")
-        entry = self.mapping(entry, place, fields, required=("name",))
-        name = self.text(entry["name"], f"{place}.name")
-        place = f"{place} ({name})"
-        listed = self.items(entry.get("synonyms", []), f"{place}.synonyms")
-        synonyms = tuple(
-            self.text(synonym, f"{place}.synonyms[{index}]")
-            for index, synonym in enumerate(listed)
-        )
-        self._claim(name, name, f"{place}.name")
-        for index, synonym in enumerate(synonyms):
-            self._claim(synonym, name, f"{place}.synonyms[{index}]")
-        self.places[name] = place
-        self.concepts.append(Concept(name, kind, group, synonyms))
-        return entry
-
-    def _claim(self, term: str, owner: str, place: str) -> None:
-        key = normalise_term(term)
-        if key in self.terms:
-            raise self.fail(place, f"{term!r} already names {self.terms[key]!r}; a term may "
-                            "name one concept only")
-        self.terms[key] = owner
-
-    def labelled_concepts(self, document: dict, section: str, kind: str,
-                          expected: tuple[str, ...]) -> list[dict]:
-        entries = []
-        for index, entry in enumerate(self.items(document[section], section)):
-            place = f"{section}[{index}]"
-            entries.append(self.concept(entry, place, kind, None))
-            name = entries[-1]["name"].strip()
-            if name not in expected:
-                raise self.fail(f"{place}.name", f"{name!r} is not one of the CheXpert "
-                                f"{section}: {list(expected)}")
-        missing = [label for label in expected if label not in self.places]
-        if missing:
-            raise self.fail(section, f"missing {missing}; every CheXpert label needs a node")
-        return entries
-
-    def known(self, name: object, place: str, kinds: tuple[str, ...]) -> str:
-        name = self.text(name, place)
-        concept = next((c for c in self.concepts if c.name == name), None)
-        if concept is None or concept.kind not in kinds:
-            raise self.fail(place, f"unknown {' or '.join(kinds)} {name!r}")
-        return name
+class _SeedPart(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-def _shown(value: object) -> str:
-    return f"{type(value).__name__} {value!r}" if value is not None else "nothing"
+class _ConceptEntry(_SeedPart):
+    name: _Text
+    synonyms: tuple[_Text, ...] = ()
+
+
+class _DiseaseEntry(_ConceptEntry):
+    sites: tuple[_Text, ...] = ()
+
+
+class _EdgeEntry(_SeedPart):
+    between: tuple[_Text, _Text]
+    # strict: a weight written as text ("0.5", "high") is a mistake, not a number.
+    weight: Annotated[float, Field(gt=0, le=1, strict=True)]
+    rationale: _Text
+
+
+class SeedDocument(_SeedPart):
+    """The seed file's structure, section by section; `parse_ontology` checks what names what."""
+
+    version: Literal[SEED_VERSION]
+    diseases: tuple[_DiseaseEntry, ...]
+    observations: tuple[_ConceptEntry, ...]
+    attributes: dict[Literal[ATTRIBUTE_CATEGORIES], tuple[_ConceptEntry, ...]]
+    locations: dict[Literal[LOCATION_REGIONS], tuple[_ConceptEntry, ...]]
+    hierarchy: dict[_Text, tuple[_Text, ...]]
+    associations: tuple[_EdgeEntry, ...]
+    exclusions: tuple[_EdgeEntry, ...]
+
+
+class _Misplaced(Exception):
+    """A cross-reference problem: (loc, problem), loc a path into the document as pydantic's."""
 
 
 def parse_ontology(document: object, source: str, sha256: str) -> Ontology:
     """Validate a parsed seed document; `source` names it in errors."""
-    reader = _SeedReader(source)
-    document = reader.mapping(document, "file", _SECTIONS, required=_SECTIONS)
-    if document["version"] != SEED_VERSION:
-        raise reader.fail("version", f"expected {SEED_VERSION}, got {_shown(document['version'])}")
-
-    diseases = reader.labelled_concepts(document, "diseases", DISEASE, DISEASES)
-    reader.labelled_concepts(document, "observations", OBSERVATION, NON_DISEASE_OBSERVATIONS)
-    for kind, section, allowed in ((ATTRIBUTE, "attributes", ATTRIBUTE_CATEGORIES),
-                                   (LOCATION, "locations", LOCATION_REGIONS)):
-        for group, entries in reader.groups(document[section], section, allowed).items():
-            for index, entry in enumerate(reader.items(entries, f"{section}.{group}")):
-                reader.concept(entry, f"{section}.{group}[{index}]", kind, group)
-
-    edges = []
-    for entry in diseases:
-        disease = entry["name"].strip()
-        place = f"{reader.places[disease]}.sites"
-        for index, site in enumerate(reader.items(entry.get("sites", []), place)):
-            location = reader.known(site, f"{place}[{index}]", (LOCATION,))
-            edges.append(ConceptEdge(disease, location, LOCATED_AT, SEED, 1.0, 0,
-                                     f"the {location} is a typical site of {disease}"))
-    edges += _hierarchy_edges(reader, document["hierarchy"])
-    edges += _curated_edges(reader, document)
-    return Ontology(tuple(reader.concepts), tuple(edges), sha256)
+    try:
+        seed = SeedDocument.model_validate(document)
+        ontology = Ontology(_concepts(seed), (), sha256)
+        edges = (*_site_edges(seed, ontology), *_hierarchy_edges(seed, ontology),
+                 *_curated_edges(seed, ontology))
+    except ValidationError as error:
+        first = error.errors(include_url=False)[0]
+        problem = first["msg"]
+        if first["type"] != "missing" and not isinstance(first["input"], dict | list):
+            problem += f", got {first['input']!r}"
+        raise OntologyError(source, _place(document, first["loc"]), problem) from error
+    except _Misplaced as error:
+        loc, problem = error.args
+        raise OntologyError(source, _place(document, loc), problem) from None
+    return Ontology(ontology.concepts, edges, sha256)
 
 
-def _hierarchy_edges(reader: _SeedReader, value: object) -> list[ConceptEdge]:
-    if not isinstance(value, dict):
-        raise reader.fail("hierarchy",
-                          f"expected a mapping of parent -> children, got {_shown(value)}")
-    written: dict[str, tuple[str, ...]] = {}
-    for parent, children in value.items():
-        place = f"hierarchy.{parent}"
-        reader.known(parent, place, (DISEASE,))
-        written[parent] = tuple(
-            reader.known(child, f"{place}[{index}]", (DISEASE,))
-            for index, child in enumerate(reader.items(children, place))
-        )
-    # The labeller, the demo generator and this file must agree on what implies what.
-    if {p: set(c) for p, c in written.items()} != {p: set(c) for p, c in HIERARCHY.items()}:
-        raise reader.fail("hierarchy", f"expected CheXpert's hierarchy {dict(HIERARCHY)}, "
-                          f"got {written}")
+def _place(document: object, loc: tuple) -> str:
+    """`loc` as a reader finds it: `diseases[11] (Pneumothorax).sites[5]`, `file` for the whole.
+
+    An entry is followed by its name, except when the name is the problem (the message quotes it).
+    """
+    place, node = "", document
+    for step, after in zip_longest(loc, loc[1:]):
+        if step == "[key]":  # pydantic's mark for a bad mapping key: the key is the place
+            continue
+        place += f"[{step}]" if isinstance(step, int) else f".{step}" if place else step
+        try:
+            node = node[step]
+        except (KeyError, IndexError, TypeError):
+            node = None
+        name = node.get("name") if isinstance(node, dict) else None
+        if isinstance(step, int) and after != "name" and isinstance(name, str):
+            place += f" ({name.strip()})"
+    return place or "file"
+
+
+def _concepts(seed: SeedDocument) -> tuple[Concept, ...]:
+    for section, expected in (("diseases", DISEASES), ("observations", NON_DISEASE_OBSERVATIONS)):
+        names = [entry.name for entry in getattr(seed, section)]
+        for index, name in enumerate(names):
+            if name not in expected:
+                raise _Misplaced((section, index, "name"), f"{name!r} is not one of the CheXpert "
+                                 f"{section}: {list(expected)}")
+        missing = [label for label in expected if label not in names]
+        if missing:
+            raise _Misplaced((section,), f"missing {missing}; every CheXpert label needs a node")
+    sections = (("diseases", DISEASE, {None: seed.diseases}),
+                ("observations", OBSERVATION, {None: seed.observations}),
+                ("attributes", ATTRIBUTE, seed.attributes),
+                ("locations", LOCATION, seed.locations))
+    concepts, owners = [], {}
+    for section, kind, groups in sections:
+        for group, entries in groups.items():
+            for index, entry in enumerate(entries):
+                loc = (section, index) if group is None else (section, group, index)
+                terms = {(*loc, "name"): entry.name}
+                terms |= {(*loc, "synonyms", i): synonym for i, synonym in enumerate(entry.synonyms)}
+                for term_loc, term in terms.items():
+                    key = normalise_term(term)
+                    if key in owners:
+                        raise _Misplaced(term_loc, f"{term!r} already names {owners[key]!r}; a "
+                                         "term may name one concept only")
+                    owners[key] = entry.name
+                concepts.append(Concept(entry.name, kind, group, entry.synonyms))
+    return tuple(concepts)
+
+
+def _known(ontology: Ontology, name: str, loc: tuple, kinds: tuple[str, ...]) -> str:
+    concept = ontology.by_name.get(name)
+    if concept is None or concept.kind not in kinds:
+        raise _Misplaced(loc, f"unknown {' or '.join(kinds)} {name!r}")
+    return name
+
+
+def _site_edges(seed: SeedDocument, ontology: Ontology) -> list[ConceptEdge]:
     return [
-        ConceptEdge(child, parent, SUBTYPE_OF, SEED, 1.0, 0,
-                    f"CheXpert hierarchy: {child} is a kind of {parent}")
-        for parent, children in written.items() for child in children
+        ConceptEdge(disease.name, _known(ontology, site, ("diseases", i, "sites", j), (LOCATION,)),
+                    LOCATED_AT, SEED, 1.0, 0, f"the {site} is a typical site of {disease.name}")
+        for i, disease in enumerate(seed.diseases) for j, site in enumerate(disease.sites)
     ]
 
 
-def _curated_edges(reader: _SeedReader, document: Mapping) -> list[ConceptEdge]:
-    ontology = Ontology(tuple(reader.concepts), (), "")
+def _hierarchy_edges(seed: SeedDocument, ontology: Ontology) -> list[ConceptEdge]:
+    for parent, children in seed.hierarchy.items():
+        _known(ontology, parent, ("hierarchy", parent), (DISEASE,))
+        for index, child in enumerate(children):
+            _known(ontology, child, ("hierarchy", parent, index), (DISEASE,))
+    # The labeller, the demo generator and this file must agree on what implies what.
+    written = {parent: set(children) for parent, children in seed.hierarchy.items()}
+    if written != {parent: set(children) for parent, children in HIERARCHY.items()}:
+        raise _Misplaced(("hierarchy",), f"expected CheXpert's hierarchy {dict(HIERARCHY)}, got "
+                         f"{seed.hierarchy}")
+    return [
+        ConceptEdge(child, parent, SUBTYPE_OF, SEED, 1.0, 0,
+                    f"CheXpert hierarchy: {child} is a kind of {parent}")
+        for parent, children in seed.hierarchy.items() for child in children
+    ]
+
+
+def _curated_edges(seed: SeedDocument, ontology: Ontology) -> list[ConceptEdge]:
     edges, seen = [], {}
-    for section, relation in _EDGE_SECTIONS.items():
-        for index, entry in enumerate(reader.items(document[section], section)):
-            place = f"{section}[{index}]"
-            entry = reader.mapping(entry, place, _EDGE_FIELDS, required=_EDGE_FIELDS)
-            between = reader.items(entry["between"], f"{place}.between")
-            if len(between) != 2:
-                raise reader.fail(f"{place}.between", f"expected two concepts, got {len(between)}")
-            first, second = (
-                reader.known(name, f"{place}.between[{i}]", (DISEASE, OBSERVATION, ATTRIBUTE))
-                for i, name in enumerate(between)
-            )
+    for section, relation in (("associations", ASSOCIATION), ("exclusions", EXCLUSION)):
+        for index, entry in enumerate(getattr(seed, section)):
+            loc = (section, index, "between")
+            first, second = (_known(ontology, name, (*loc, i), (DISEASE, OBSERVATION, ATTRIBUTE))
+                             for i, name in enumerate(entry.between))
             if first == second:
-                raise reader.fail(f"{place}.between",
-                                  f"a concept cannot relate to itself ({first!r})")
+                raise _Misplaced(loc, f"a concept cannot relate to itself ({first!r})")
             pair = frozenset((first, second))
             if pair in seen:
-                raise reader.fail(f"{place}.between", f"{first!r} and {second!r} are already "
-                                  f"related at {seen[pair]}")
-            seen[pair] = place
-            weight = entry["weight"]
-            is_number = isinstance(weight, int | float) and not isinstance(weight, bool)
-            if not is_number or not 0 < weight <= 1:
-                raise reader.fail(f"{place}.weight", f"expected a number in (0, 1], got {weight!r}")
-            rationale = reader.text(entry["rationale"], f"{place}.rationale")
-            source, target = ontology.orient(first, second)
-            edges.append(ConceptEdge(source, target, relation, SEED, float(weight), 0, rationale))
+                raise _Misplaced(loc, f"{first!r} and {second!r} are already related at "
+                                 f"{seen[pair]}")
+            seen[pair] = f"{section}[{index}]"
+            edges.append(ConceptEdge(*ontology.orient(first, second), relation, SEED,
+                                     entry.weight, 0, entry.rationale))
     return edges
-

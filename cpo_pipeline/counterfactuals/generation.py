@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 import networkx as nx
 import pandas as pd
 
+from cpo_pipeline import schemas
 from cpo_pipeline.concepts.mentions import ConceptExtractor
 from cpo_pipeline.concepts.queries import (
     PerturbationPlan,
@@ -57,11 +58,9 @@ REPORT_BACKEND = "report"
 LLM_BACKEND = "openai-compatible"
 ACCEPTED, REJECTED, DEAD_LETTER = "accepted", "rejected", "dead_letter"
 
-TRAJECTORY_COLUMNS = (
-    "study_id", "subject_id", "split", "kind", "source_diagnosis", "target_disease", "text",
-    "findings", "edits", "edit_tokens", "plan", "expert_backend", "expert_model", "prompt_hash",
-    "verdict", "verdict_reason", "attempts", "prompt_tokens", "completion_tokens", "latency_s",
-)
+# The table's columns but the two the trajectories asset stamps when it writes the rows.
+TRAJECTORY_COLUMNS = tuple(name for name in schemas.COUNTERFACTUAL_TRAJECTORIES.names
+                           if name not in ("input_key", "created_at"))
 
 
 @dataclass(frozen=True)
