@@ -16,7 +16,7 @@ from cpo_pipeline.resources.settings import PipelineSettings
 # the source, so a changed release (new manifest hash) flows through.
 dataset_refresh_job = dg.define_asset_job(
     "dataset_refresh",
-    selection=dg.AssetSelection.all(include_sources=True),
+    selection=dg.AssetSelection.assets(mimic_cxr_source.key) | dg.AssetSelection.all(),
     description="Observe MIMIC-CXR and re-materialize the dataset assets.",
 )
 
@@ -28,13 +28,17 @@ dataset_refresh_schedule = dg.ScheduleDefinition(
     "`dagster schedule start dataset_refresh_schedule`.",
 )
 
+# One settings resource, configured at launch, so the launchpad's `settings` config reaches the
+# IO manager too: every path of a run comes from one data root.
+settings = PipelineSettings.configure_at_launch()
+
 defs = dg.Definitions(
     assets=[mimic_cxr_source, mimic_cxr_ingestion, concept_graph, counterfactual_trajectories],
     jobs=[dataset_refresh_job],
     schedules=[dataset_refresh_schedule],
     resources={
-        "settings": PipelineSettings(),
-        "io_manager": ParquetIOManager(),
+        "settings": settings,
+        "io_manager": ParquetIOManager(settings=settings),
         "llm": LLMEndpointResource(),
     },
 )

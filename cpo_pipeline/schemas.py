@@ -1,8 +1,10 @@
-"""One declared Arrow schema per table, shared by writers, readers, asset metadata and tests."""
+"""One declared Arrow schema per table, shared by writers, readers, asset metadata and tests.
+
+Column lists elsewhere are derived from these (`CXR_STUDIES.names`), never typed again.
+"""
 
 from __future__ import annotations
 
-import dagster as dg
 import pandas as pd
 import pyarrow as pa
 
@@ -177,12 +179,6 @@ def conform(table: pa.Table, name: str) -> pa.Table:
         return table.select(schema.names).cast(schema)
     except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
         raise SchemaMismatchError(f"table {name!r}: cannot cast to declared schema: {error}") from error
-
-
-def table_schema_metadata(schema: pa.Schema) -> dg.TableSchema:
-    return dg.TableSchema(
-        columns=[dg.TableColumn(name=f.name, type=str(f.type)) for f in schema]
-    )
 
 
 def content_version(frame: pd.DataFrame, name: str) -> str:

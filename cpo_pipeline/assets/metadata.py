@@ -8,6 +8,7 @@ import math
 
 import dagster as dg
 import pandas as pd
+import pyarrow as pa
 
 
 def _cell(value: object) -> str | int | float | bool | None:
@@ -36,13 +37,9 @@ def sample_table(frame: pd.DataFrame, rows: int = 10, max_chars: int = 160) -> d
     return dg.MetadataValue.table(records=records, schema=schema)
 
 
-def markdown_table(frame: pd.DataFrame) -> dg.MarkdownMetadataValue:
-    """A small frame (counts, prevalences) as a Markdown table, index included."""
-    header = [str(frame.index.name or ""), *map(str, frame.columns)]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for index, row in frame.iterrows():
-        lines.append("| " + " | ".join([str(index), *(str(_cell(v)) for v in row)]) + " |")
-    return dg.MetadataValue.md("\n".join(lines))
+def column_schema(schema: pa.Schema) -> dg.TableSchema:
+    """A table's declared Arrow schema as the UI's column list (`dagster/column_schema`)."""
+    return dg.TableSchema(columns=[dg.TableColumn(name=f.name, type=str(f.type)) for f in schema])
 
 
 def png_markdown(png: bytes, alt: str) -> dg.MarkdownMetadataValue:

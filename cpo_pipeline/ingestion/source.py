@@ -1,20 +1,14 @@
-"""Which MIMIC-CXR tree the pipeline reads, the embedded demo tree, and the tree's manifest hash."""
+"""Which MIMIC-CXR tree the pipeline reads, and the tree's manifest hash."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from cpo_pipeline import layout
-from cpo_pipeline.demo.generator import DemoConfig, write_demo_tree
 from cpo_pipeline.settings import Settings
-from cpo_pipeline.storage import sha256_file
-
-_DEMO_COMPLETE_MARKER = ".demo-complete.json"
+from cpo_pipeline.storage import content_hash, sha256_file
 
 
 @dataclass(frozen=True)
@@ -28,7 +22,8 @@ class MimicSource:
 
     @property
     def roots(self) -> tuple[Path, ...]:
-        return tuple(root for root in (self.dicom_root, self.jpg_root) if root is not None)
+        # Both variables may name one tree (a copy holding both releases): list it once.
+        return tuple(dict.fromkeys(r for r in (self.dicom_root, self.jpg_root) if r is not None))
 
     def find_table(self, name: str) -> Path | None:
         """`name` (e.g. `cxr-record-list.csv`) gzipped or not, from the first root that has it."""
@@ -39,40 +34,11 @@ class MimicSource:
         return None
 
 
-def ensure_demo_tree(root: Path, config: DemoConfig | None = None) -> Path:
-    """Create the demo tree at `root` once; a half-written tree (crash, kill) is rebuilt.
-
-    Generation happens in a sibling folder renamed into place, so concurrent runs never read a
-    partial tree; the loser of a race discards its copy.
-    """
-    config = config or DemoConfig()
-    marker = root / _DEMO_COMPLETE_MARKER
-    if marker.is_file():
-        return root
-    staging = root.with_name(f".{root.name}.staging-{os.getpid()}")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    summary = write_demo_tree(staging, config)
-    (staging / _DEMO_COMPLETE_MARKER).write_text(
-        json.dumps({"seed": config.seed, "patients": summary.patients, "studies": summary.studies,
-                    "images": summary.images, "release": config.release})
-    )
-    if root.exists() and not marker.is_file():
-        shutil.rmtree(root)
-    try:
-        staging.rename(root)
-    except OSError:
-        if not marker.is_file():
-            raise
-        shutil.rmtree(staging, ignore_errors=True)
-    return root
-
-
 def resolve_source(settings: Settings) -> MimicSource:
-    """The configured MIMIC-CXR copy, or the embedded demo tree (created on first use)."""
+    """The configured MIMIC-CXR copy, or the embedded demo tree's place (`demo.bootstrap`
+    creates it there)."""
     if settings.uses_demo_data:
-        return MimicSource(dicom_root=ensure_demo_tree(settings.demo_root), jpg_root=None,
-                           is_demo=True)
+        return MimicSource(dicom_root=settings.demo_root, jpg_root=None, is_demo=True)
     return MimicSource(settings.mimic_cxr_root, settings.mimic_cxr_jpg_root, is_demo=False)
 
 
@@ -113,4 +79,4 @@ def source_manifest(source: MimicSource) -> list[dict[str, object]]:
 
 
 def manifest_hash(entries: list[dict[str, object]]) -> str:
-    return hashlib.sha256(json.dumps(entries, sort_keys=True).encode()).hexdigest()
+    return content_hash(entries)

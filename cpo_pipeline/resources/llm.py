@@ -30,9 +30,9 @@ class LLMEndpointResource(dg.ConfigurableResource):
 
     base_url: str | None = Field(default=None, description=f"Default: ${env.LLM_BASE_URL_ENV}.")
     model: str | None = Field(default=None, description=f"Default: ${env.LLM_MODEL_ENV}.")
-    temperature: float = 0.2
-    max_tokens: int = 512
-    timeout_s: float = 60.0
+    temperature: float = Field(default=0.2, description="Sampling temperature of every request.")
+    max_tokens: int = Field(default=512, description="Completion tokens at most per request.")
+    timeout_s: float = Field(default=60.0, description="Seconds one request may take.")
     concurrency: int = Field(default=32, description="Requests in flight at once.")
     requests_per_minute: int | None = Field(default=None, description="None: no limit.")
     tokens_per_minute: int | None = Field(default=None, description="None: no limit.")

@@ -1,6 +1,5 @@
 """The IO manager every table asset uses: one Parquet file per asset (and per partition)."""
 
-from __future__ import annotations
 
 from pathlib import Path
 
@@ -9,40 +8,39 @@ import pandas as pd
 import pyarrow as pa
 
 from cpo_pipeline import schemas
-from cpo_pipeline.settings import load_settings
+from cpo_pipeline.assets.metadata import column_schema
+from cpo_pipeline.resources.settings import PipelineSettings
 from cpo_pipeline.storage import read_parquet, table_path, write_parquet
 
 
 class ParquetIOManager(dg.ConfigurableIOManager):
     """Writes pandas DataFrames or Arrow tables to `<data_root>/tables/<asset key>.parquet`.
 
-    Tables with a declared schema (`cpo_pipeline.schemas`) are conformed to it before writing, so
-    a missing or mistyped column fails the step that produced it, not a later reader. Inputs load
-    as pandas DataFrames, or as Arrow tables when the input is annotated `pyarrow.Table`.
+    The data root is the `settings` resource's, so tables, images and caches always sit under
+    one root, however it was set (environment or launchpad). Tables with a declared schema
+    (`cpo_pipeline.schemas`) are conformed to it before writing, so a missing or mistyped column
+    fails the step that produced it, not a later reader. Inputs load as pandas DataFrames, or as
+    Arrow tables when the input is annotated `pyarrow.Table`.
     """
 
-    data_root: str | None = None
-
-    def _root(self) -> Path:
-        return Path(self.data_root) if self.data_root else load_settings().data_root
+    settings: PipelineSettings
 
     def _path(self, context: dg.OutputContext | dg.InputContext) -> Path:
         partition = context.partition_key if context.has_partition_key else None
-        return table_path(self._root(), context.asset_key.path, partition)
+        return table_path(self.settings.data_root_path(), context.asset_key.path, partition)
 
     def handle_output(self, context: dg.OutputContext, obj: pd.DataFrame | pa.Table | None) -> None:
         if obj is None:
             return
         table = obj if isinstance(obj, pa.Table) else pa.Table.from_pandas(obj, preserve_index=False)
-        name = context.asset_key.path[-1]
-        table = schemas.conform(table, name)
+        table = schemas.conform(table, context.asset_key.path[-1])
         path = self._path(context)
         write_parquet(table, path)
         context.add_output_metadata(
             {
                 "path": dg.MetadataValue.path(str(path)),
                 "dagster/row_count": table.num_rows,
-                "dagster/column_schema": schemas.table_schema_metadata(table.schema),
+                "dagster/column_schema": column_schema(table.schema),
                 "size_bytes": path.stat().st_size,
             }
         )

@@ -4,30 +4,11 @@ from cpo_pipeline import layout
 from cpo_pipeline.demo.generator import DemoConfig, write_demo_tree
 from cpo_pipeline.ingestion.source import (
     MimicSource,
-    ensure_demo_tree,
     manifest_hash,
     resolve_source,
     source_manifest,
 )
 from cpo_pipeline.settings import load_settings
-
-
-def test_demo_tree_is_created_once_and_then_reused(tmp_path):
-    root = tmp_path / "demo"
-    ensure_demo_tree(root, DemoConfig(patients=3, seed=1))
-    marker_mtime = (root / ".demo-complete.json").stat().st_mtime_ns
-    ensure_demo_tree(root, DemoConfig(patients=3, seed=1))
-
-    assert (root / ".demo-complete.json").stat().st_mtime_ns == marker_mtime
-    assert not [p for p in tmp_path.iterdir() if "staging" in p.name]
-
-
-def test_a_half_written_demo_tree_is_rebuilt(tmp_path):
-    root = tmp_path / "demo"
-    (root / "files").mkdir(parents=True)
-    ensure_demo_tree(root, DemoConfig(patients=3, seed=1))
-
-    assert (root / f"{layout.RECORD_LIST}.gz").is_file()
 
 
 def test_unconfigured_settings_resolve_to_the_demo_tree_under_the_data_root(tmp_path):
@@ -47,6 +28,12 @@ def test_tables_are_found_gzipped_or_plain_in_either_root(tmp_path):
     assert source.find_table(layout.RECORD_LIST) == dicom / "cxr-record-list.csv.gz"
     assert source.find_table(layout.SPLIT) == jpg / "mimic-cxr-2.0.0-split.csv"
     assert source.find_table(layout.CHEXPERT) is None
+
+
+def test_one_tree_named_by_both_variables_is_one_root(tmp_path):
+    source = MimicSource(tmp_path, tmp_path, is_demo=False)
+
+    assert source.roots == (tmp_path,)
 
 
 def test_manifest_hash_is_stable_and_changes_when_an_index_table_changes(tmp_path):

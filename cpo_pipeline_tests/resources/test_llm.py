@@ -5,20 +5,6 @@ from cpo_pipeline.resources.llm import LLMEndpointResource
 from cpo_pipeline.settings import Secret
 
 
-@pytest.fixture(autouse=True)
-def clean_environment(monkeypatch):
-    for name in (
-        "CPO_LLM_BASE_URL",
-        "CPO_LLM_MODEL",
-        "CPO_LLM_API_KEY",
-        "CPO_LLM_ALLOWED_HOSTS",
-        "CPO_LLM_ALLOW_REMOTE_ENDPOINTS",
-        "MIMIC_CXR_ROOT",
-        "MIMIC_CXR_JPG_ROOT",
-    ):
-        monkeypatch.delenv(name, raising=False)
-
-
 def test_no_base_url_anywhere_means_offline_mode():
     assert LLMEndpointResource().endpoint_config() is None
 

@@ -7,7 +7,12 @@ import pyarrow.parquet as pq
 import pytest
 
 from cpo_pipeline.resources.parquet_io_manager import ParquetIOManager
+from cpo_pipeline.resources.settings import PipelineSettings
 from cpo_pipeline.schemas import SchemaMismatchError
+
+
+def _io_manager(data_root):
+    return ParquetIOManager(settings=PipelineSettings(data_root=str(data_root)))
 
 
 @dg.asset
@@ -27,7 +32,7 @@ def as_arrow(scores: pa.Table) -> pd.DataFrame:
 
 def test_round_trips_a_table_and_writes_the_file_it_reports(tmp_path):
     result = dg.materialize(
-        [scores, doubled], resources={"io_manager": ParquetIOManager(data_root=str(tmp_path))}
+        [scores, doubled], resources={"io_manager": _io_manager(tmp_path)}
     )
 
     materialization = result.asset_materializations_for_node("scores")[0]
@@ -44,7 +49,7 @@ def test_round_trips_a_table_and_writes_the_file_it_reports(tmp_path):
 
 def test_inputs_annotated_as_arrow_tables_load_as_arrow(tmp_path):
     dg.materialize(
-        [scores, as_arrow], resources={"io_manager": ParquetIOManager(data_root=str(tmp_path))}
+        [scores, as_arrow], resources={"io_manager": _io_manager(tmp_path)}
     )
 
     assert pq.read_table(tmp_path / "tables" / "as_arrow.parquet").column(
@@ -59,6 +64,13 @@ def test_a_declared_table_with_a_missing_column_fails_the_step_that_wrote_it(tmp
 
     with pytest.raises(SchemaMismatchError, match=r"missing \['reason'"):
         dg.materialize(
-            [broken_rejects], resources={"io_manager": ParquetIOManager(data_root=str(tmp_path))}
+            [broken_rejects], resources={"io_manager": _io_manager(tmp_path)}
         )
     assert not (tmp_path / "tables" / "ingest_rejects.parquet").exists()
+
+
+def test_with_no_data_root_configured_tables_go_under_the_environment_s(tmp_path, clean_env):
+    clean_env.setenv("CPO_DATA_ROOT", str(tmp_path))
+    dg.materialize([scores], resources={"io_manager": ParquetIOManager(settings=PipelineSettings())})
+
+    assert (tmp_path / "tables" / "scores.parquet").is_file()
