@@ -2,17 +2,17 @@
 
 One multi-asset, because every table's rejects land in one `ingest_rejects` and the five must
 describe the same snapshot of the tree. Re-runs are cheap: an image whose source bytes did not
-change is not decoded again (the previous `cxr_images` table is the cache).
+change is not decoded again (the image store keeps its own record, so this holds whichever
+tables a run writes).
 """
 
 import dagster as dg
 import pandas as pd
-import pyarrow.parquet as pq
+from pydantic import Field
 
-from cpo_pipeline.assets.metadata import markdown_table, png_markdown, sample_table
+from cpo_pipeline.assets.metadata import png_markdown, sample_table
 from cpo_pipeline.assets.source import mimic_cxr_source
 from cpo_pipeline.ingestion.ingest import IngestedTables, IngestOptions, ingest
-from cpo_pipeline.ingestion.source import resolve_source
 from cpo_pipeline.ingestion.summary import (
     label_prevalence,
     patients_in_several_splits,
@@ -22,25 +22,30 @@ from cpo_pipeline.ingestion.summary import (
 from cpo_pipeline.radiology.chexpert import CHEXPERT_LABELS
 from cpo_pipeline.resources.settings import PipelineSettings
 from cpo_pipeline.schemas import content_version
-from cpo_pipeline.storage import atomic_target, table_path
+from cpo_pipeline.storage import IMAGES_DIRNAME, atomic_target
 
 _LABEL_DOMAIN = {1.0, 0.0, -1.0}
 _THUMBNAILS = 8
 
 
 class IngestionConfig(dg.Config):
-    n_stages: int = 3
-    """Number of time-ordered stages for non-stationary training (within-patient visit order)."""
-    label_source: str = "chexpert"
-    """Which automatic labeller's table to use: chexpert or negbio."""
-    longest_side: int = 512
-    """Longest side, in pixels, of the preprocessed model-ready PNGs."""
-    workers: int = 2
-    """Processes decoding images."""
-    max_reject_fraction: float = 0.05
-    """The blocking check fails when more than this share of studies had an input rejected."""
+    n_stages: int = Field(
+        default=3,
+        description="Time-ordered stages for non-stationary training (within-patient visits).")
+    label_source: str = Field(
+        default="chexpert", description="Which automatic labeller's table to use: chexpert, negbio.")
+    longest_side: int = Field(
+        default=512, description="Longest side, in pixels, of the model-ready PNGs.")
+    workers: int = Field(default=2, description="Processes decoding images.")
+    max_reject_fraction: float = Field(
+        default=0.05,
+        description="The blocking check fails when more than this share of listed studies had "
+        "an input rejected.")
 
 
+# Every gate sits on cxr_studies, the table the later stages read, so any selection that
+# writes it (`--select cxr_studies`, `+counterfactual_trajectories`, `*`) evaluates all of them
+# before anything downstream runs.
 _CHECKS = [
     dg.AssetCheckSpec(
         "no_patient_in_two_splits",
@@ -51,16 +56,16 @@ _CHECKS = [
     dg.AssetCheckSpec("every_study_has_image_and_findings", asset="cxr_studies", blocking=True),
     dg.AssetCheckSpec(
         "label_values_in_domain",
-        asset="cxr_labels",
+        asset="cxr_studies",
         blocking=True,
         description="Labels are 1.0, 0.0, -1.0 or null.",
     ),
     dg.AssetCheckSpec(
         "rejects_below_bound",
-        asset="ingest_rejects",
+        asset="cxr_studies",
         blocking=True,
-        description="Share of listed studies with a rejected input is at most "
-        "`max_reject_fraction`.",
+        description="Share of listed studies with a rejected input (see ingest_rejects) is at "
+        "most `max_reject_fraction`.",
     ),
 ]
 
@@ -81,18 +86,18 @@ _CHECKS = [
         ),
         "cxr_labels": dg.AssetOut(
             description="The 14 CheXpert labels per study (1 / 0 / -1 / null) and their source.",
-            code_version="1",
+            code_version="2",
             is_required=False,
         ),
         "cxr_studies": dg.AssetOut(
             description="The joined study table: ids, official split, chosen frontal image, "
             "findings text, labels, study datetime, within-patient visit index, time stage.",
-            code_version="2",
+            code_version="3",
             is_required=False,
         ),
         "ingest_rejects": dg.AssetOut(
             description="Every input that could not be used: stage, path (with row), reason.",
-            code_version="2",
+            code_version="3",
             is_required=False,
         ),
     },
@@ -106,94 +111,73 @@ _CHECKS = [
 def mimic_cxr_ingestion(
     context: dg.AssetExecutionContext, config: IngestionConfig, settings: PipelineSettings
 ):
-    resolved = settings.resolve()
-    source = resolve_source(resolved)
-    previous_path = table_path(resolved.data_root, ["cxr_images"])
-    previous = pq.read_table(previous_path).to_pandas() if previous_path.exists() else None
+    data_root = settings.data_root_path()
+    source = settings.mimic_source()
     options = IngestOptions(
         config.n_stages, config.label_source, config.longest_side, config.workers
     )
-    tables = ingest(source, options, resolved.data_root / "images", previous)
+    tables = ingest(source, options, data_root / IMAGES_DIRNAME)
     context.log.info(
-        f"{len(tables.studies)} studies, {len(tables.images)} images "
-        f"({tables.decoded_images} decoded, the rest unchanged), {len(tables.rejects)} rejects "
-        f"from {[str(root) for root in source.roots]}"
+        f"{len(tables.studies)} studies, {len(tables.images)} images ({tables.decoded_images} "
+        f"decoded, {tables.reused_images} unchanged since the store's last run), "
+        f"{len(tables.rejects)} rejects from {[str(root) for root in source.roots]}"
     )
     grid = thumbnail_grid(tables.studies["image_path"].head(_THUMBNAILS).tolist())
-    grid_path = resolved.data_root / "previews" / "cxr_images.png"
+    grid_path = data_root / "previews" / "cxr_images.png"
     with atomic_target(grid_path) as tmp:
         tmp.write_bytes(grid)
 
-    outputs = [
-        _output(
-            "cxr_images",
-            tables.images,
-            {
-                "decoded_this_run": tables.decoded_images,
-                "images_per_view": dg.MetadataValue.json(
-                    tables.images["view_position"].fillna("(blank)").value_counts().to_dict()
-                ),
-                "thumbnails": png_markdown(grid, "preprocessed images"),
-                "thumbnails_path": dg.MetadataValue.path(str(grid_path)),
-                "sample": sample_table(tables.images),
-            },
-        ),
-        _output(
-            "cxr_reports",
-            tables.reports,
-            {
-                "labelled_section": dg.MetadataValue.json(
-                    tables.reports["labelled_section"].fillna("none").value_counts().to_dict()
-                ),
-                "sample": sample_table(tables.reports.drop(columns="raw_text")),
-            },
-        ),
-        _output(
-            "cxr_labels",
-            tables.labels,
-            {
-                "label_source": config.label_source,
-                "prevalence": markdown_table(label_prevalence(tables.labels)),
-            },
-        ),
-        _output(
-            "cxr_studies",
-            tables.studies,
-            {
-                "studies_per_split_and_view": markdown_table(split_view_counts(tables.studies)),
-                "lateral_only_studies": int(tables.studies["lateral_only"].sum()),
-                "stages": dg.MetadataValue.json(
-                    tables.studies["stage"].value_counts().sort_index().to_dict()
-                ),
-                "sample": sample_table(tables.studies),
-            },
-        ),
-        _output(
-            "ingest_rejects",
-            tables.rejects,
-            {
-                "by_stage_and_reason": markdown_table(_rejects_by_reason(tables.rejects)),
-                "sample": sample_table(tables.rejects),
-            },
-        ),
-    ]
-    selected = context.op_execution_context.selected_output_names
-    yield from (output for output in outputs if output.output_name in selected)
-    checks = context.selected_asset_check_keys
-    yield from (
-        result
-        for result in _checks(tables, config.max_reject_fraction)
-        if dg.AssetCheckKey(result.asset_key, result.check_name) in checks
-    )
-
-
-def _output(name: str, frame: pd.DataFrame, metadata: dict) -> dg.Output:
-    return dg.Output(
-        frame,
-        output_name=name,
-        data_version=dg.DataVersion(content_version(frame, name)),
-        metadata=metadata,
-    )
+    results = {
+        "cxr_images": {
+            "decoded_this_run": tables.decoded_images,
+            "images_per_view": dg.MetadataValue.json(
+                tables.images["view_position"].fillna("(blank)").value_counts().to_dict()
+            ),
+            "thumbnails": png_markdown(grid, "preprocessed images"),
+            "thumbnails_path": dg.MetadataValue.path(str(grid_path)),
+            "sample": sample_table(tables.images),
+        },
+        "cxr_reports": {
+            "labelled_section": dg.MetadataValue.json(
+                tables.reports["labelled_section"].fillna("none").value_counts().to_dict()
+            ),
+            "sample": sample_table(tables.reports.drop(columns="raw_text")),
+        },
+        "cxr_labels": {
+            "label_source": config.label_source,
+            "prevalence": dg.MetadataValue.md(label_prevalence(tables.labels).to_markdown()),
+        },
+        "cxr_studies": {
+            "studies_per_split_and_view": dg.MetadataValue.md(
+                split_view_counts(tables.studies).to_markdown()),
+            "lateral_only_studies": int(tables.studies["lateral_only"].sum()),
+            "studies_without_labels": int(tables.studies["label_source"].isna().sum()),
+            "stages": dg.MetadataValue.json(
+                tables.studies["stage"].value_counts().sort_index().to_dict()
+            ),
+            "sample": sample_table(tables.studies),
+        },
+        "ingest_rejects": {
+            "by_stage_and_reason": dg.MetadataValue.md(
+                _rejects_by_reason(tables.rejects).to_markdown()),
+            "sample": sample_table(tables.rejects),
+        },
+    }
+    frames = {"cxr_images": tables.images, "cxr_reports": tables.reports,
+              "cxr_labels": tables.labels, "cxr_studies": tables.studies,
+              "ingest_rejects": tables.rejects}
+    for name in (key.path[-1] for key in context.selected_asset_keys):
+        yield dg.MaterializeResult(
+            asset_key=name,
+            value=frames[name],
+            data_version=dg.DataVersion(content_version(frames[name], name)),
+            metadata=results[name],
+        )
+    for result in _checks(tables, config.max_reject_fraction):
+        if dg.AssetCheckKey(result.asset_key, result.check_name) in context.selected_asset_check_keys:
+            if not result.passed:
+                context.log.error(f"{result.check_name} failed: {result.description}")
+            yield result
 
 
 def _rejects_by_reason(rejects: pd.DataFrame) -> pd.DataFrame:
@@ -204,45 +188,58 @@ def _rejects_by_reason(rejects: pd.DataFrame) -> pd.DataFrame:
 
 
 def _checks(tables: IngestedTables, max_reject_fraction: float):
-    leaking = patients_in_several_splits(tables.studies)
+    studies = tables.studies
+    leaking = patients_in_several_splits(studies)
     yield dg.AssetCheckResult(
         check_name="no_patient_in_two_splits",
         asset_key="cxr_studies",
         passed=not leaking,
+        description=f"{len(leaking)} patients have studies in more than one split "
+        f"(e.g. {leaking[:3]}); the official split is patient-disjoint: check the split table.",
         metadata={
             "patients_in_several_splits": len(leaking),
             "examples": dg.MetadataValue.json(leaking[:10]),
         },
     )
-    incomplete = tables.studies["image_path"].isna() | tables.studies["findings_text"].isna()
+    incomplete = studies["image_path"].isna() | studies["findings_text"].isna()
     yield dg.AssetCheckResult(
         check_name="every_study_has_image_and_findings",
         asset_key="cxr_studies",
         passed=not incomplete.any(),
+        description=f"{int(incomplete.sum())} studies lack an image or a findings text "
+        f"(e.g. {studies.loc[incomplete, 'study_id'].head(3).tolist()}).",
         metadata={"incomplete_studies": int(incomplete.sum())},
     )
-    values = tables.labels[list(CHEXPERT_LABELS)].stack().dropna()
+    values = studies[list(CHEXPERT_LABELS)].stack().dropna()
     outside = values[~values.isin(_LABEL_DOMAIN)]
     yield dg.AssetCheckResult(
         check_name="label_values_in_domain",
-        asset_key="cxr_labels",
+        asset_key="cxr_studies",
         passed=outside.empty,
+        description=f"{len(outside)} label values are outside 1.0 / 0.0 / -1.0 / null "
+        f"(e.g. {sorted(set(outside.head(20).tolist()))[:3]}).",
         metadata={"values_outside_domain": len(outside)},
     )
+    rejects = tables.rejects
     # A rejected row whose ids could not even be parsed counts as one more affected study.
-    unparsable = int(tables.rejects["study_id"].isna().sum())
-    rejected_studies = set(tables.rejects["study_id"].dropna())
+    unparsable = int(rejects["study_id"].isna().sum())
+    rejected_studies = set(rejects["study_id"].dropna())
     affected = len(rejected_studies) + unparsable
-    listed = len(set(tables.studies["study_id"]) | rejected_studies) + unparsable
+    listed = len(set(studies["study_id"]) | rejected_studies) + unparsable
     fraction = affected / max(listed, 1)
     yield dg.AssetCheckResult(
         check_name="rejects_below_bound",
-        asset_key="ingest_rejects",
+        asset_key="cxr_studies",
         passed=fraction <= max_reject_fraction,
+        description=f"{fraction:.1%} of listed studies ({affected} of {listed}) had an input "
+        f"rejected; the bound is {max_reject_fraction:.1%}. Each reject is in ingest_rejects "
+        "with its file and reason; if this share is expected, raise `max_reject_fraction` "
+        "(run config of the mimic_cxr_ingestion op).",
         metadata={
             "studies_with_rejects": affected,
             "studies_listed": listed,
             "fraction": round(fraction, 4),
             "bound": max_reject_fraction,
+            "examples": sample_table(rejects[["path", "reason"]]),
         },
     )

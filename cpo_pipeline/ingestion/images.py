@@ -6,6 +6,7 @@ One bad file never stops a batch: every failure becomes an `ImageReject` with a 
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import multiprocessing
 import threading
@@ -13,11 +14,12 @@ import warnings
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
-from hashlib import sha256
 from itertools import repeat
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+import pyarrow as pa
 import pydicom
 from PIL import Image, ImageOps, UnidentifiedImageError
 from pydicom.datadict import keyword_for_tag
@@ -27,7 +29,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.pixels import apply_modality_lut, apply_voi_lut, get_decoder
 from pydicom.uid import UID
 
-from cpo_pipeline.storage import atomic_target, sha256_file
+from cpo_pipeline.storage import atomic_target, content_hash, sha256_file, write_parquet
 
 # Bump when the pixels a given source and config produce change, so cached PNGs are remade.
 _RECIPE_VERSION = 1
@@ -40,6 +42,8 @@ _MAX_CHUNK = 16
 _JPEG_SUFFIXES = (".jpg", ".jpeg")
 _MONOCHROME = ("MONOCHROME1", "MONOCHROME2")
 _UNDEFINED_LENGTH = 0xFFFFFFFF
+# Beside the PNGs: which source (by hash) and recipe each stored PNG was made from.
+DECODE_CACHE_NAME = "decoded.parquet"
 
 
 @dataclass(frozen=True)
@@ -303,7 +307,7 @@ def _stored_png_path(store_root: str, image_sha256: str) -> Path:
 
 
 def _store_png(png: bytes, store_root: str) -> tuple[Path, str]:
-    digest = sha256(png).hexdigest()
+    digest = content_hash(png)
     path = _stored_png_path(store_root, digest)
     # Same hash, same bytes: an existing file is already this image.
     if not path.exists():
@@ -429,3 +433,29 @@ def preprocess_images(
     results = [outcome for outcome in outcomes if isinstance(outcome, ImageResult)]
     rejects = [outcome for outcome in outcomes if isinstance(outcome, ImageReject)]
     return results, rejects
+
+
+IMAGE_RESULT_FIELDS = tuple(f.name for f in dataclasses.fields(ImageResult))
+
+
+def read_decode_cache(store_root: Path) -> dict[str, ImageResult]:
+    """The store's record of earlier results by dicom_id, for `preprocess_images(cache=...)`.
+
+    It belongs to the PNG store, not to the `cxr_images` table, so a run that writes only some
+    tables still leaves the next run a complete cache. A missing or unreadable record is an
+    empty cache: everything is decoded again, nothing is wrong.
+    """
+    path = Path(store_root, DECODE_CACHE_NAME)
+    try:
+        rows = pd.read_parquet(path, columns=list(IMAGE_RESULT_FIELDS))
+    except (OSError, ValueError, pa.ArrowException):
+        return {}
+    rows = rows.astype(object).where(rows.notna(), None)
+    return {row["dicom_id"]: ImageResult(**row) for row in rows.to_dict("records")}
+
+
+def write_decode_cache(store_root: Path, results: Sequence[ImageResult]) -> None:
+    """Record `results` as the store's decode cache (atomically, replacing the earlier one)."""
+    frame = pd.DataFrame([dataclasses.asdict(r) for r in results], columns=list(IMAGE_RESULT_FIELDS))
+    write_parquet(pa.Table.from_pandas(frame, preserve_index=False),
+                  Path(store_root, DECODE_CACHE_NAME))

@@ -10,18 +10,19 @@ import pandas as pd
 
 from cpo_pipeline import layout
 from cpo_pipeline.ingestion.images import (
+    IMAGE_RESULT_FIELDS,
     ImageJob,
     ImageResult,
     PreprocessConfig,
     preprocess_images,
+    read_decode_cache,
+    write_decode_cache,
 )
 from cpo_pipeline.ingestion.index import Reject, read_image_index, rejects_frame
 from cpo_pipeline.ingestion.labels import read_labels, read_test_set_labels
 from cpo_pipeline.ingestion.reports import read_reports
 from cpo_pipeline.ingestion.source import MimicSource
 from cpo_pipeline.ingestion.studies import join_studies
-
-IMAGE_RESULT_FIELDS = tuple(field.name for field in dataclasses.fields(ImageResult))
 
 
 @dataclass(frozen=True)
@@ -41,16 +42,10 @@ class IngestedTables:
     rejects: pd.DataFrame
     decoded_images: int
 
-
-def image_cache(previous_images: pd.DataFrame | None) -> dict[str, ImageResult]:
-    """Earlier `cxr_images` rows as results `preprocess_images` may reuse without decoding."""
-    if previous_images is None or previous_images.empty:
-        return {}
-    if any(name not in previous_images.columns for name in IMAGE_RESULT_FIELDS):
-        return {}
-    rows = previous_images[list(IMAGE_RESULT_FIELDS)].astype(object)
-    rows = rows.where(rows.notna(), None)
-    return {row["dicom_id"]: ImageResult(**row) for row in rows.to_dict("records")}
+    @property
+    def reused_images(self) -> int:
+        """Images whose PNG came from the decode cache (source bytes and recipe unchanged)."""
+        return len(self.images) - self.decoded_images
 
 
 def _same_pixels(cached: ImageResult | None, result: ImageResult) -> bool:
@@ -82,20 +77,20 @@ def prefer_radiologist_labels(
     return pd.concat([automatic.astype({"subject_id": "Int64"}), radiologist], ignore_index=True)
 
 
-def ingest(
-    source: MimicSource,
-    options: IngestOptions,
-    image_store: Path,
-    previous_images: pd.DataFrame | None = None,
-) -> IngestedTables:
-    """Read, check and join everything; every input that cannot be used becomes a reject."""
+def ingest(source: MimicSource, options: IngestOptions, image_store: Path) -> IngestedTables:
+    """Read, check and join everything; every input that cannot be used becomes a reject.
+
+    Images whose source bytes and recipe are unchanged since the store's last run are not
+    decoded again (`images.read_decode_cache`), whichever tables that run wrote.
+    """
     index, study_list, rejects = read_image_index(source)
 
     jobs = [ImageJob(p, d, int(t), int(s)) for p, d, t, s in zip(
         index["source_path"], index["dicom_id"], index["study_id"], index["subject_id"])]
-    cache = image_cache(previous_images)
+    cache = read_decode_cache(image_store)
     config = PreprocessConfig(store_root=str(image_store), longest_side=options.longest_side)
     results, image_rejects = preprocess_images(jobs, config, workers=options.workers, cache=cache)
+    write_decode_cache(image_store, results)
     subject_of = dict(zip(index["dicom_id"], index["subject_id"]))
     rejects += [Reject("images", r.source_path, r.reason, int(subject_of[r.dicom_id]),
                        r.study_id, r.dicom_id) for r in image_rejects]

@@ -2,6 +2,8 @@
 their reasons, and nothing good is lost."""
 
 
+from pathlib import Path
+
 import pandas as pd
 import pydicom
 import pytest
@@ -9,6 +11,7 @@ from pydicom.encaps import encapsulate
 
 from cpo_pipeline import layout
 from cpo_pipeline.demo.generator import DemoConfig, write_demo_tree
+from cpo_pipeline.ingestion.images import DECODE_CACHE_NAME
 from cpo_pipeline.ingestion.ingest import IngestOptions, ingest
 from cpo_pipeline.ingestion.source import MimicSource
 
@@ -156,9 +159,22 @@ def test_a_rerun_over_unchanged_sources_decodes_nothing(seeded, ingested, tmp_pa
     root, _ = seeded
     store = tmp_path / "store"
     first = ingest(MimicSource(root, None, is_demo=False), IngestOptions(workers=1), store)
-    again = ingest(MimicSource(root, None, is_demo=False), IngestOptions(workers=1), store,
-                   previous_images=first.images)
+    again = ingest(MimicSource(root, None, is_demo=False), IngestOptions(workers=1), store)
 
     assert first.decoded_images == len(first.images) > 0
-    assert again.decoded_images == 0
+    assert (again.decoded_images, again.reused_images) == (0, len(first.images))
     assert again.images.equals(first.images)
+
+
+def test_a_changed_source_or_a_lost_decode_record_is_decoded_again(tmp_path):
+    root, store = tmp_path / "mimic", tmp_path / "store"
+    write_demo_tree(root, DemoConfig(patients=2, seed=3))
+    first = ingest(MimicSource(root, None, is_demo=False), IngestOptions(workers=1), store)
+    changed = Path(first.images["source_path"].iloc[0])
+    changed.write_bytes(changed.read_bytes() + b"\0\0")  # one more (padding) byte pair
+    after_edit = ingest(MimicSource(root, None, is_demo=False), IngestOptions(workers=1), store)
+    (store / DECODE_CACHE_NAME).unlink()
+    after_loss = ingest(MimicSource(root, None, is_demo=False), IngestOptions(workers=1), store)
+
+    assert after_edit.decoded_images == 1
+    assert after_loss.decoded_images == len(first.images)
