@@ -8,7 +8,6 @@ the JSON's content hash. Checks run on the graph as read back from disk, i.e. on
 stages will see.
 """
 
-import hashlib
 from dataclasses import asdict
 from pathlib import Path
 
@@ -16,9 +15,10 @@ import dagster as dg
 import networkx as nx
 import pandas as pd
 import pyarrow as pa
+from pydantic import Field
 
 from cpo_pipeline import schemas
-from cpo_pipeline.assets.metadata import markdown_table, png_markdown
+from cpo_pipeline.assets.metadata import png_markdown
 from cpo_pipeline.concepts.graph import (
     ConceptGraphFiles,
     associated_and_excluded,
@@ -51,7 +51,7 @@ from cpo_pipeline.llm import client as llm_client
 from cpo_pipeline.llm.response_cache import ResponseCache
 from cpo_pipeline.resources.llm import LLMEndpointResource
 from cpo_pipeline.resources.settings import PipelineSettings
-from cpo_pipeline.storage import atomic_target, write_parquet
+from cpo_pipeline.storage import atomic_target, content_hash, write_parquet
 
 _SEED = load_ontology()
 # Changes with the seed file, the scoring rules or the LLM prompt.
@@ -61,24 +61,29 @@ _DEFAULTS = EdgeThresholds()
 
 
 class ConceptGraphConfig(dg.Config):
-    min_support: int = _DEFAULTS.min_support
-    """A concept must be present in this many studies before the data may relate it."""
-    min_cooccurrence: int = _DEFAULTS.min_cooccurrence
-    """Studies showing both concepts that an association needs."""
-    association_lift: float = _DEFAULTS.association_lift
-    """Lift an association needs (and its confidence interval must lie above 1)."""
-    exclusion_lift: float = _DEFAULTS.exclusion_lift
-    """An exclusion's confidence interval for the lift must lie below this."""
-    irrelevance_band: float = _DEFAULTS.irrelevance_band
-    """Irrelevance: the lift's interval lies within [1/band, band]."""
-    workers: int = 2
-    """Processes reading findings texts."""
-    llm_reports: int = 256
-    """Reports (the first by study id) sent to the LLM when an endpoint is configured."""
-    llm_batch_size: int = 8
-    """Reports per LLM request."""
-    llm_min_reports: int = 2
-    """Reports that must map a feature to a disease before the LLM's edge is kept."""
+    min_support: int = Field(
+        default=_DEFAULTS.min_support,
+        description="A concept must be present in this many studies before the data may relate it.")
+    min_cooccurrence: int = Field(
+        default=_DEFAULTS.min_cooccurrence,
+        description="Studies showing both concepts that an association needs.")
+    association_lift: float = Field(
+        default=_DEFAULTS.association_lift,
+        description="Lift an association needs (and its confidence interval must lie above 1).")
+    exclusion_lift: float = Field(
+        default=_DEFAULTS.exclusion_lift,
+        description="An exclusion's confidence interval for the lift must lie below this.")
+    irrelevance_band: float = Field(
+        default=_DEFAULTS.irrelevance_band,
+        description="Irrelevance: the lift's interval lies within [1/band, band].")
+    workers: int = Field(default=2, description="Processes reading findings texts.")
+    llm_reports: int = Field(
+        default=256,
+        description="Reports (the first by study id) sent to the LLM when an endpoint is set.")
+    llm_batch_size: int = Field(default=8, description="Reports per LLM request.")
+    llm_min_reports: int = Field(
+        default=2,
+        description="Reports that must map a feature to a disease before the LLM's edge is kept.")
 
     def thresholds(self) -> EdgeThresholds:
         return EdgeThresholds(
@@ -144,13 +149,14 @@ def concept_graph(
     reloaded = read_graph(files.graph)
 
     return dg.MaterializeResult(
-        data_version=dg.DataVersion(hashlib.sha256(content).hexdigest()),
+        data_version=dg.DataVersion(content_hash(content)),
         metadata={
             "studies": len(cxr_studies),
             "nodes_per_kind": dg.MetadataValue.json(nodes["kind"].value_counts().to_dict()),
-            "edges_per_relation_and_provenance": markdown_table(
-                pd.crosstab(edges["relation"], edges["provenance"])),
-            "strongest_associations": markdown_table(strongest_associations(reloaded)),
+            "edges_per_relation_and_provenance": dg.MetadataValue.md(
+                pd.crosstab(edges["relation"], edges["provenance"]).to_markdown()),
+            "strongest_associations": dg.MetadataValue.md(
+                strongest_associations(reloaded).to_markdown()),
             "disagreements_dropped": len(graph.graph["dropped_edges"]),
             "llm": extraction.model if extraction else "off (no CPO_LLM_BASE_URL)",
             **(_llm_metadata(extraction) if extraction else {}),

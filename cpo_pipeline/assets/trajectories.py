@@ -8,16 +8,12 @@ work, and every LLM answer is in the durable response cache, so a killed run res
 sending a request twice.
 """
 
-import hashlib
-from datetime import UTC, datetime
-
 import dagster as dg
 import pandas as pd
-import pyarrow.parquet as pq
 from pydantic import Field
 
 from cpo_pipeline.assets.concepts import concept_graph
-from cpo_pipeline.assets.metadata import markdown_table, sample_table, word_diff_markdown
+from cpo_pipeline.assets.metadata import sample_table, word_diff_markdown
 from cpo_pipeline.concepts.graph import ConceptGraphFiles, read_graph
 from cpo_pipeline.concepts.mentions import ConceptExtractor
 from cpo_pipeline.concepts.ontology import load_ontology
@@ -29,22 +25,21 @@ from cpo_pipeline.counterfactuals.generation import (
     LLM_BACKEND,
     TRAJECTORY_COLUMNS,
     GenerationOptions,
-    StudyInput,
     dead_letter_fraction,
     generate_trajectories,
-    sort_trajectories,
+    labelled,
     study_inputs,
 )
 from cpo_pipeline.counterfactuals.prompts import PROMPT_HASH
+from cpo_pipeline.counterfactuals.reuse import assemble, plan_reuse
 from cpo_pipeline.counterfactuals.verifier import VerifierConfig
 from cpo_pipeline.layout import SPLITS
 from cpo_pipeline.llm.client import RequestCounters
-from cpo_pipeline.llm.response_cache import ResponseCache, content_hash
-from cpo_pipeline.radiology.chexpert import CHEXPERT_LABELS
+from cpo_pipeline.llm.response_cache import ResponseCache
 from cpo_pipeline.resources.llm import LLMEndpointResource
 from cpo_pipeline.resources.settings import PipelineSettings
 from cpo_pipeline.schemas import content_version
-from cpo_pipeline.storage import table_path
+from cpo_pipeline.storage import previous_table, sha256_file
 
 GENERATOR_VERSION = "1"
 _DIFF_SAMPLES = 5
@@ -52,26 +47,24 @@ _CHUNK_STUDIES = 2_000
 
 
 class TrajectoryConfig(dg.Config):
-    k: int = 2
-    """Counterfactual trajectories per study (the paper's default is 2)."""
-    max_candidates: int = 3
-    """LLM candidates per counterfactual before it is recorded as rejected."""
-    min_edit_tokens: int = 32
-    """Verifier: edits up to this many tokens are always small enough."""
-    max_edit_fraction: float = 0.6
-    """Verifier: ... and up to this share of the factual findings' tokens."""
-    max_dead_letter_fraction: float = 0.2
-    """The blocking check fails when more counterfactuals than this end rejected or dead."""
-    splits: list[str] = Field(default_factory=lambda: list(SPLITS))
-    """Which official splits get trajectories."""
-    limit: int | None = None
-    """At most this many studies (in study order), for a quick trial against a paid endpoint."""
-
-
-def _input_key(study: StudyInput, identity: dict) -> str:
-    """The hash of everything a study's rows depend on."""
-    labels = [study.labels[name] for name in CHEXPERT_LABELS]
-    return content_hash({"findings": study.findings, "labels": labels, **identity})
+    k: int = Field(
+        default=2, description="Counterfactual trajectories per study (the paper's default is 2).")
+    max_candidates: int = Field(
+        default=3, description="LLM candidates per counterfactual before it is recorded as rejected.")
+    min_edit_tokens: int = Field(
+        default=32, description="Verifier: edits up to this many tokens are always small enough.")
+    max_edit_fraction: float = Field(
+        default=0.6, description="Verifier: ... and up to this share of the factual findings' tokens.")
+    max_dead_letter_fraction: float = Field(
+        default=0.2,
+        description="The blocking check fails when more counterfactuals than this end rejected or "
+        "dead-lettered.")
+    splits: list[str] = Field(
+        default_factory=lambda: list(SPLITS), description="Which official splits get trajectories.")
+    limit: int | None = Field(
+        default=None,
+        description="At most this many studies (in study order), for a quick trial against a "
+        "paid endpoint.")
 
 
 @dg.asset(
@@ -93,15 +86,15 @@ def counterfactual_trajectories(
     settings: PipelineSettings,
     llm: LLMEndpointResource,
 ):
-    resolved = settings.resolve()
-    graph_files = ConceptGraphFiles.under(resolved.data_root)
+    data_root = settings.data_root_path()
+    graph_files = ConceptGraphFiles.under(data_root)
     graph = read_graph(graph_files.graph)
     endpoint = llm.endpoint_config()
     options = GenerationOptions(
         k=config.k, max_candidates=config.max_candidates,
         verifier=VerifierConfig(config.min_edit_tokens, config.max_edit_fraction))
     identity = {
-        "graph": hashlib.sha256(graph_files.graph.read_bytes()).hexdigest(),
+        "graph": sha256_file(graph_files.graph),
         "backend": offline_expert.BACKEND if endpoint is None else LLM_BACKEND,
         "model": None if endpoint is None else endpoint.model,
         "parameters": None if endpoint is None else endpoint.parameters,
@@ -112,19 +105,18 @@ def counterfactual_trajectories(
     studies = cxr_studies[cxr_studies["split"].isin(config.splits)].sort_values("study_id")
     if config.limit is not None:
         studies = studies.head(config.limit)
-    inputs = study_inputs(studies)
-    keys = {study.study_id: _input_key(study, identity) for study in inputs}
-
-    previous_path = table_path(resolved.data_root, ["counterfactual_trajectories"])
-    previous = pq.read_table(previous_path).to_pandas() if previous_path.exists() else None
-    reused = (previous[previous["input_key"].isin(set(keys.values()))]
-              if previous is not None else None)
-    unchanged = set(reused["input_key"]) if reused is not None else set()
-    todo = [study for study in inputs if keys[study.study_id] not in unchanged]
+    has_labels = labelled(studies)
+    if not has_labels.all():
+        context.log.warning(
+            f"{int((~has_labels).sum())} studies have no labeller row and get no trajectories "
+            f"(e.g. {studies.loc[~has_labels, 'study_id'].head(3).tolist()})")
+    plan = plan_reuse(study_inputs(studies[has_labels]), identity,
+                      previous_table(data_root, "counterfactual_trajectories"))
     context.log.info(
-        f"{len(inputs)} studies: {len(inputs) - len(todo)} unchanged since the last "
-        f"materialization, {len(todo)} to generate with the "
-        f"{identity['backend']} expert" + (f" ({endpoint.model})" if endpoint else ""))
+        f"{len(plan.keys)} studies: {len(plan.keys) - len(plan.todo)} unchanged since the last "
+        f"materialization, {len(plan.todo)} to generate ({plan.retried} retried after a dead "
+        f"letter) with the {identity['backend']} expert"
+        + (f" ({endpoint.model})" if endpoint else ""))
 
     counters = RequestCounters()
 
@@ -132,8 +124,8 @@ def counterfactual_trajectories(
         context.log.info(f"LLM expert: {done}/{total} answers; {counts.as_dict()}")
 
     extractor = ConceptExtractor(load_ontology())
-    cache = ResponseCache.under(resolved.data_root) if endpoint is not None else None
-    parts = []
+    cache = ResponseCache.under(data_root) if endpoint is not None else None
+    todo, parts = plan.todo, []
     try:
         # In chunks, so the log shows progress on a large tree; a chunk is big enough to keep
         # an endpoint saturated (2 requests a study).
@@ -148,16 +140,23 @@ def counterfactual_trajectories(
             cache.close()
     fresh = (pd.concat(parts, ignore_index=True) if parts
              else pd.DataFrame(columns=list(TRAJECTORY_COLUMNS)))
-    fresh["input_key"] = fresh["study_id"].map(keys)
-    fresh["created_at"] = pd.Timestamp(datetime.now(UTC)).floor("ms")
-    table = sort_trajectories(pd.concat([reused, fresh]) if reused is not None else fresh)
+    table = assemble(plan, fresh)
 
     fraction = dead_letter_fraction(table)
-    version = dg.DataVersion(content_version(table, "counterfactual_trajectories"))
-    yield dg.Output(table, data_version=version, metadata=_metadata(table, counters, len(todo)))
-    yield dg.AssetCheckResult(
-        check_name="dead_letters_below_bound", passed=fraction <= config.max_dead_letter_fraction,
-        metadata={"fraction": round(fraction, 4), "bound": config.max_dead_letter_fraction},
+    metadata = _metadata(table, counters, len(todo))
+    metadata["studies_without_labels"] = int((~has_labels).sum())
+    return dg.MaterializeResult(
+        value=table,
+        data_version=dg.DataVersion(content_version(table, "counterfactual_trajectories")),
+        metadata=metadata,
+        check_results=[dg.AssetCheckResult(
+            check_name="dead_letters_below_bound",
+            passed=fraction <= config.max_dead_letter_fraction,
+            description=f"{fraction:.1%} of counterfactuals ended rejected or dead-lettered; the "
+            f"bound is {config.max_dead_letter_fraction:.1%} (`max_dead_letter_fraction`, run "
+            "config of counterfactual_trajectories). rejection_reasons shows why.",
+            metadata={"fraction": round(fraction, 4), "bound": config.max_dead_letter_fraction},
+        )],
     )
 
 
@@ -166,7 +165,8 @@ def _metadata(table: pd.DataFrame, counters: RequestCounters, generated: int) ->
     return {
         "studies": int(table["study_id"].nunique()),
         "studies_generated_this_run": generated,
-        "rows_by_kind_verdict_backend": markdown_table(counts.reset_index().set_index("kind")),
+        "rows_by_kind_verdict_backend": dg.MetadataValue.md(
+            counts.reset_index().set_index("kind").to_markdown()),
         "llm": dg.MetadataValue.json(counters.as_dict()),
         "rejection_reasons": dg.MetadataValue.json(
             table.loc[table["kind"] == COUNTERFACTUAL, "verdict_reason"]

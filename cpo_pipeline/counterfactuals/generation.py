@@ -95,6 +95,12 @@ class GenerationOptions:
     verifier: VerifierConfig = field(default_factory=VerifierConfig)
 
 
+def labelled(studies: pd.DataFrame) -> pd.Series:
+    """Which `cxr_studies` rows have a labeller row: only those get a factual answer, since
+    missing labels read as "No Finding" would put a diagnosis in the model's mouth."""
+    return studies["label_source"].notna()
+
+
 def study_inputs(studies: pd.DataFrame) -> list[StudyInput]:
     """`cxr_studies` rows as expert inputs (labels: NaN → None)."""
     labels = studies[list(CHEXPERT_LABELS)].astype(object)
