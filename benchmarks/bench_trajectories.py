@@ -79,8 +79,8 @@ def main() -> None:
         write_graph(build_concept_graph(load_ontology()), ConceptGraphFiles.under(root).graph)
         print(f"wrote {args.studies:,} synthetic studies and the seed concept graph in "
               f"{time.perf_counter() - started:.1f} s")
-        resources = {"settings": PipelineSettings(data_root=str(root)),
-                     "io_manager": ParquetIOManager(data_root=str(root)),
+        settings = PipelineSettings(data_root=str(root))
+        resources = {"settings": settings, "io_manager": ParquetIOManager(settings=settings),
                      "llm": LLMEndpointResource(concurrency=64)}
         assets = [defs.get_assets_def(name) for name in
                   ("cxr_studies", "concept_graph", "counterfactual_trajectories")]

@@ -23,7 +23,8 @@ def test_demo_data_writes_a_tree_and_refuses_a_non_empty_folder(tmp_path, capsys
 def test_scripted_llm_serves_the_openai_protocol_until_interrupted():
     server = subprocess.Popen(
         [sys.executable, "-m", "cpo_pipeline.cli", "scripted-llm", "--port", "0"],
-        stdout=subprocess.PIPE, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"})
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"})
     try:
         server.stdout.readline()
         base_url = re.search(r"CPO_LLM_BASE_URL=(\S+)", server.stdout.readline()).group(1)
@@ -34,4 +35,4 @@ def test_scripted_llm_serves_the_openai_protocol_until_interrupted():
         server.wait(timeout=10)
 
     assert models["data"][0]["id"] == "cpo-test-model"
-    assert server.returncode == 0
+    assert server.returncode == 0, server.stderr.read()

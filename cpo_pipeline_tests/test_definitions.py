@@ -1,6 +1,19 @@
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
 import dagster as dg
 
+import cpo_pipeline
 from cpo_pipeline.definitions import defs
+from cpo_pipeline.resources.llm import LLMEndpointResource
+from cpo_pipeline.resources.parquet_io_manager import ParquetIOManager
+from cpo_pipeline.resources.settings import PipelineSettings
+
+PACKAGE = Path(cpo_pipeline.__file__).parent
+# The Dagster layer; everything else is plain Python that tests and scripts use without Dagster.
+DAGSTER_LAYER = ("assets/", "resources/", "definitions.py")
 
 # The asset graph is part of the interface: a rename or a lost dependency must fail loudly here.
 EXPECTED_GRAPH = {
@@ -12,6 +25,15 @@ EXPECTED_GRAPH = {
     "ingest_rejects": ["mimic_cxr_source"],
     "concept_graph": ["cxr_studies"],
     "counterfactual_trajectories": ["concept_graph", "cxr_studies"],
+}
+
+# Every gate sits on the table the next stage reads, so selecting that table runs its gates.
+EXPECTED_CHECKS = {
+    "cxr_studies": ["every_study_has_image_and_findings", "label_values_in_domain",
+                    "no_patient_in_two_splits", "rejects_below_bound"],
+    "concept_graph": ["every_disease_has_an_association", "every_edge_has_provenance",
+                      "graph_loads_back_identically", "no_pair_associated_and_excluded"],
+    "counterfactual_trajectories": ["dead_letters_below_bound"],
 }
 
 
@@ -32,6 +54,36 @@ def test_asset_graph_snapshot():
     assert _graph(defs) == EXPECTED_GRAPH
 
 
+def test_asset_check_snapshot_every_gate_blocking():
+    graph = defs.get_repository_def().asset_graph
+    checks: dict[str, list[str]] = {}
+    for key in sorted(graph.asset_check_keys):
+        checks.setdefault(key.asset_key.to_user_string(), []).append(key.name)
+        assert graph.get_check_spec(key).blocking, key
+
+    assert {asset: sorted(names) for asset, names in checks.items()} == EXPECTED_CHECKS
+
+
+def test_every_run_config_field_is_described_for_the_launchpad():
+    undescribed = [
+        f"{node.name}.{name}"
+        for node in defs.resolve_implicit_global_asset_job_def().nodes
+        if node.definition.config_schema is not None
+        and hasattr(node.definition.config_schema.config_type, "fields")
+        for name, field in node.definition.config_schema.config_type.fields.items()
+        if not field.description
+    ]
+    resources = {"settings": PipelineSettings, "io_manager": ParquetIOManager,
+                 "llm": LLMEndpointResource}
+    undescribed += [
+        f"{key}.{name}" for key, resource in resources.items()
+        for name, field in resource.model_fields.items()
+        if not field.description and name != "settings"  # the IO manager's, a resource itself
+    ]
+
+    assert undescribed == []
+
+
 def test_every_materializable_asset_declares_a_code_version():
     graph = defs.get_repository_def().asset_graph
     missing = [
@@ -42,11 +94,12 @@ def test_every_materializable_asset_declares_a_code_version():
     assert missing == []
 
 
-def test_the_scheduled_refresh_observes_the_source_and_rebuilds_every_asset(tmp_path, monkeypatch):
-    for name in ("MIMIC_CXR_ROOT", "MIMIC_CXR_JPG_ROOT", "CPO_LLM_BASE_URL"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("CPO_DATA_ROOT", str(tmp_path))
-    schedule = defs.get_schedule_def("dataset_refresh_schedule")
+def test_the_scheduled_refresh_observes_the_source_and_rebuilds_every_asset(
+    demo_run, tmp_path, clean_env
+):
+    # A copy of the demo root: its tree and decoded images are reused, the rest is rebuilt.
+    clean_env.setenv("CPO_DATA_ROOT", str(demo_run.copy_to(tmp_path / "data")))
+    schedule = defs.resolve_schedule_def("dataset_refresh_schedule")
     [request] = list(schedule.evaluate_tick(dg.build_schedule_context()).run_requests)
 
     result = defs.resolve_job_def(schedule.job_name).execute_in_process(
@@ -55,4 +108,36 @@ def test_the_scheduled_refresh_observes_the_source_and_rebuilds_every_asset(tmp_
     assert result.success
     observed = [e for e in result.all_events if e.event_type_value == "ASSET_OBSERVATION"]
     assert [e.asset_key.to_user_string() for e in observed] == ["mimic_cxr_source"]
-    assert (tmp_path / "tables" / "counterfactual_trajectories.parquet").is_file()
+    rebuilt = {m.asset_key.to_user_string() for m in result.get_asset_materialization_events()}
+    assert rebuilt == set(EXPECTED_GRAPH) - {"mimic_cxr_source"}
+
+
+def _imported_modules(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text(), filename=str(path))
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+def test_only_assets_resources_and_definitions_import_dagster():
+    offenders = sorted(
+        str(path.relative_to(PACKAGE)) for path in PACKAGE.rglob("*.py")
+        if not str(path.relative_to(PACKAGE)).startswith(DAGSTER_LAYER)
+        and any(name.split(".")[0].startswith("dagster") for name in _imported_modules(path))
+    )
+
+    assert offenders == []
+
+
+def test_loading_the_code_location_imports_no_training_framework():
+    loaded = subprocess.run(
+        [sys.executable, "-c", ("import sys, cpo_pipeline.definitions; "
+                                "print(sorted({'torch', 'transformers', 'trl'} & set(sys.modules)))")],
+        capture_output=True, text=True, check=True,
+    )
+
+    assert loaded.stdout.strip() == "[]"
