@@ -1,0 +1,509 @@
+"""How hard a negative each counterfactual is: style, length, contradictions, answer line, targets.
+
+A counterfactual should differ from its study's factual trajectory only in what the image would
+have to show. These figures measure how far `counterfactual_trajectories` is from that, and
+`check_targets` holds them against issue 9's bounds (`QualityTargets`); the benchmark
+`bench_counterfactual_quality.py` prints both. Only accepted counterfactuals are
+compared with their factual; the acceptance rate and the target shares count every
+counterfactual row, whatever its verdict.
+
+- Style: can a bag-of-words classifier tell which text of a (counterfactual, factual) pair is
+  the counterfactual once the concept vocabulary is masked (`mask_concepts`)? See
+  `style_accuracy`; chance is 0.5.
+- Length: the counterfactual/factual word-count ratio of the findings, and how often the
+  counterfactual is the longer one.
+- Contradictions: what `contradictions` finds in a counterfactual's findings.
+- Answer line: the counterfactual names exactly the factual's diseases, less the replaced
+  `source_diagnosis`, plus the `target_disease` ("No Finding" is not a disease: it is neither
+  kept nor removed).
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy.sparse import vstack
+from sklearn.feature_extraction.text import CountVectorizer
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GroupKFold
+
+from cpo_pipeline.concepts.mentions import ConceptExtractor, phrase_pattern
+from cpo_pipeline.concepts.ontology import ATTRIBUTE, Ontology, load_ontology
+from cpo_pipeline.counterfactuals.generation import ACCEPTED, COUNTERFACTUAL, FACTUAL
+from cpo_pipeline.radiology.answer_format import TrajectoryFormatError, parse_trajectory
+from cpo_pipeline.radiology.chexpert import (
+    DISEASES,
+    HIERARCHY,
+    LABEL_NEGATIVE,
+    LABEL_POSITIVE,
+    NO_FINDING,
+)
+from cpo_pipeline.radiology.labeller import MENTION_PHRASES, find_mentions
+
+MASK = "[mask]"
+LATERALITY_WORDS = (
+    "left", "right", "bilateral", "bilaterally", "unilateral", "unilaterally", "bibasilar",
+    "bibasal", "biapical", "bihilar", "ipsilateral", "contralateral", "both",
+)
+SEVERITY_WORDS = (
+    "trace", "tiny", "minimal", "minimally", "small", "smaller", "mild", "mildly", "moderate",
+    "moderately", "large", "larger", "severe", "severely", "massive", "extensive", "marked",
+    "markedly", "slight", "slightly", "subtle", "faint", "significant", "substantial",
+)
+NUMBER_WORDS = (
+    "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
+    "twelve", "first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth",
+    "ninth", "tenth", "eleventh", "twelfth",
+)
+_DIGITS = r"\d+(?:[.,]\d+)*(?:st|nd|rd|th)?"
+# Masked spans separated only by spaces or hyphens become one placeholder: "small left pleural
+# effusion" and "pneumothorax" mask alike, so swapping one finding for another leaves no trace.
+_JOINS_MASKS = re.compile(r"[-\s]*")
+_THINK = re.compile(r"^\s*<think>\s*(?P<findings>.*?)\s*</think>", re.DOTALL)
+_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
+# Words of letters, and the placeholder: numbers are masked and punctuation is not a feature.
+_FEATURE_TOKEN = r"\[mask\]|[a-z]+"
+
+
+@dataclass(frozen=True)
+class ConceptMask:
+    """The compiled patterns `mask_concepts` hides; build once with `concept_mask`."""
+
+    patterns: tuple[re.Pattern[str], ...]
+
+
+def _alternation(fragments: Sequence[str]) -> re.Pattern[str]:
+    # Longest first, so that at one position the longest term wins.
+    ordered = sorted(set(fragments), key=len, reverse=True)
+    return re.compile(rf"\b(?:{'|'.join(ordered)})(?!\w)")
+
+
+def concept_mask(ontology: Ontology) -> ConceptMask:
+    """What the style gate hides: every term of every concept (the concept graph's nodes are the
+    ontology's: diseases, observations, attributes, locations, each with its synonyms), the
+    labeller's mention phrases of the 12 diseases (inflections the ontology does not list:
+    "consolidative", "opacities", "heart size"), laterality and severity words, and numbers."""
+    terms = [phrase_pattern(term) for concept in ontology.concepts
+             for term in (concept.name, *concept.synonyms)]
+    labeller = [fragment.replace(" ", r"\s+") for disease in DISEASES
+                for fragment in (*MENTION_PHRASES[disease].findings,
+                                 *MENTION_PHRASES[disease].descriptors)]
+    words = [*LATERALITY_WORDS, *SEVERITY_WORDS, *NUMBER_WORDS]
+    return ConceptMask((_alternation(terms), _alternation(labeller), _alternation(words),
+                        re.compile(rf"(?<![\w.]){_DIGITS}(?!\w)")))
+
+
+def findings_of(text: str) -> str:
+    """The thinking part of a trajectory (the answer line dropped); other text as it is."""
+    match = _THINK.match(text)
+    return match.group("findings") if match else text
+
+
+def mask_concepts(text: str, mask: ConceptMask) -> str:
+    """`text` lower-cased, its answer line dropped and every span `mask` covers replaced by one
+    `MASK` (adjacent spans share one): what is left is the report's wording, not its content."""
+    lowered = " ".join(findings_of(text).split()).translate(_ASCII_LOWER)
+    spans = sorted(match.span() for pattern in mask.patterns for match in pattern.finditer(lowered))
+    pieces, merged_end, position = [], None, 0
+    for start, end in spans:
+        if merged_end is not None and (start <= merged_end or _JOINS_MASKS.fullmatch(
+                lowered[merged_end:start])):
+            merged_end = max(merged_end, end)
+            continue
+        if merged_end is not None:
+            pieces.append(MASK)
+            position = merged_end
+        pieces.append(lowered[position:start])
+        merged_end = end
+    if merged_end is not None:
+        pieces.append(MASK)
+        position = merged_end
+    pieces.append(lowered[position:])
+    return " ".join("".join(pieces).split())
+
+
+def accepted_pairs(trajectories: pd.DataFrame) -> pd.DataFrame:
+    """One row per accepted counterfactual, beside its study's factual row: the counterfactual's
+    columns as they are, the factual's `text` and `findings` as `factual_text`,
+    `factual_findings`. A counterfactual whose study has no factual row is left out."""
+    factual = trajectories.loc[trajectories["kind"] == FACTUAL,
+                               ["study_id", "text", "findings"]].drop_duplicates("study_id")
+    accepted = trajectories[(trajectories["kind"] == COUNTERFACTUAL)
+                            & (trajectories["verdict"] == ACCEPTED)]
+    return accepted.merge(
+        factual.rename(columns={"text": "factual_text", "findings": "factual_findings"}),
+        on="study_id", how="inner").reset_index(drop=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Style
+
+@dataclass(frozen=True)
+class StyleFigures:
+    """The style gate's result. `accuracy` is None when there are fewer than two patients to
+    cross-validate over. `top_features` are the n-grams with the largest absolute weights of a
+    model fitted on every pair, signed: positive marks the counterfactual."""
+
+    accuracy: float | None
+    pairs: int
+    folds: int
+    top_features: tuple[tuple[str, float], ...]
+
+
+def style_accuracy(
+    trajectories: pd.DataFrame, mask: ConceptMask, *, folds: int = 5, top: int = 10,
+) -> StyleFigures:
+    """Out-of-fold accuracy of a logistic regression telling the counterfactual of a pair.
+
+    Each accepted counterfactual and its study's factual, both masked (`mask_concepts`), give
+    one example: word uni- and bi-gram counts of the counterfactual minus those of the factual,
+    label 1, and the same pair reversed (negated features, label 0), so chance is 0.5. The model
+    has no intercept, so a pair and its reverse get opposite scores, and identical masked texts
+    score 0 (read as "factual": right for exactly half). Folds are grouped by patient
+    (`subject_id`, GroupKFold), so no patient's wording is learned and then tested on.
+    """
+    pairs = accepted_pairs(trajectories)
+    groups = pairs["subject_id"].to_numpy()
+    folds = min(folds, len(np.unique(groups)))
+    if folds < 2:
+        return StyleFigures(None, len(pairs), folds, ())
+    counterfactual = [mask_concepts(text, mask) for text in pairs["text"]]
+    factual = [mask_concepts(text, mask) for text in pairs["factual_text"]]
+    vectorizer = CountVectorizer(token_pattern=_FEATURE_TOKEN, lowercase=False,
+                                 ngram_range=(1, 2))
+    vectorizer.fit(counterfactual + factual)
+    difference = vectorizer.transform(counterfactual) - vectorizer.transform(factual)
+    features = vstack([difference, -difference]).tocsr()
+    labels = np.concatenate([np.ones(len(pairs), dtype=int), np.zeros(len(pairs), dtype=int)])
+    both_groups = np.concatenate([groups, groups])
+
+    def model() -> LogisticRegression:
+        return LogisticRegression(C=1.0, fit_intercept=False, max_iter=1000)
+
+    correct = np.zeros(len(labels), dtype=bool)
+    for train, test in GroupKFold(n_splits=folds).split(features, labels, both_groups):
+        fitted = model().fit(features[train], labels[train])
+        correct[test] = fitted.predict(features[test]) == labels[test]
+    weights = model().fit(features, labels).coef_[0]
+    names = vectorizer.get_feature_names_out()
+    strongest = np.argsort(-np.abs(weights), kind="stable")[:top]
+    top_features = tuple((str(names[i]), round(float(weights[i]), 4))
+                         for i in strongest if weights[i] != 0)
+    return StyleFigures(float(correct.mean()), len(pairs), folds, top_features)
+
+
+# ---------------------------------------------------------------------------------------------
+# Length
+
+@dataclass(frozen=True)
+class LengthFigures:
+    """Findings word counts of accepted pairs; None where there is no pair."""
+
+    pairs: int
+    median_ratio: float | None
+    longer_share: float | None
+    mean_counterfactual_words: float | None
+    mean_factual_words: float | None
+
+
+def length_figures(trajectories: pd.DataFrame) -> LengthFigures:
+    """The median counterfactual/factual word-count ratio of the findings texts, and the share
+    of pairs whose counterfactual has more words (a tie is not longer)."""
+    pairs = accepted_pairs(trajectories)
+    if pairs.empty:
+        return LengthFigures(0, None, None, None, None)
+    counterfactual = pairs["findings"].map(lambda text: len(text.split())).to_numpy(float)
+    factual = pairs["factual_findings"].map(lambda text: len(text.split())).to_numpy(float)
+    return LengthFigures(
+        len(pairs), float(np.median(counterfactual / np.maximum(factual, 1.0))),
+        float((counterfactual > factual).mean()), float(counterfactual.mean()),
+        float(factual.mean()))
+
+
+# ---------------------------------------------------------------------------------------------
+# Contradictions
+
+_PARENCHYMA = ("Atelectasis", "Consolidation", "Edema", "Lung Lesion", "Lung Opacity", "Pneumonia")
+_ACUTE = ("Consolidation", "Edema", "Pleural Effusion", "Pneumonia", "Pneumothorax")
+
+
+@dataclass(frozen=True)
+class NormalStatement:
+    """A statement of normality the labeller reads as no mention at all, and the diseases whose
+    assertion beside it is a contradiction."""
+
+    phrase: str
+    pattern: re.Pattern[str]
+    contradicts: tuple[str, ...]
+
+
+NORMAL_STATEMENTS: tuple[NormalStatement, ...] = (
+    # "The lungs are otherwise clear" beside a lung finding is consistent, so it does not match.
+    NormalStatement("the lungs are clear", re.compile(
+        r"\blungs? (?:are|is|remains?|appear) (?:now )?clear\b(?! of)|\bclear lungs\b"),
+        _PARENCHYMA),
+    NormalStatement("no acute cardiopulmonary process", re.compile(
+        r"\bno acute (?:cardiopulmonary|intrathoracic) (?:process|abnormality|disease)"), _ACUTE),
+    NormalStatement("no acute osseous abnormality", re.compile(
+        r"\bno acute (?:osseous|bony) (?:abnormality|abnormalities|injury)"), ("Fracture",)),
+)
+
+
+@dataclass(frozen=True)
+class ContradictionReader:
+    """What `contradictions` reads a text with: the ontology's attribute and location mentions,
+    and which of those concepts are attributes."""
+
+    extractor: ConceptExtractor
+    attributes: frozenset[str]
+
+    @classmethod
+    def of(cls, ontology: Ontology) -> ContradictionReader:
+        return cls(ConceptExtractor(ontology), frozenset(ontology.names(ATTRIBUTE)))
+
+
+def contradictions(findings: str, reader: ContradictionReader) -> tuple[str, ...]:
+    """What contradicts itself in one findings text, one reason per contradiction.
+
+    Counted: (1) one of the 12 diseases both asserted and negated by the labeller's mentions
+    ("No focal consolidation. ... consistent with consolidation."); (2) a disease asserted while
+    its CheXpert parent is negated ("There is no focal consolidation." with pneumonia: the
+    hierarchy says which label combinations a consistent report carries); (3) a radiographic
+    attribute of the ontology both asserted and negated ("No Kerley B lines. Kerley B lines
+    ..."); (4) a `NORMAL_STATEMENTS` phrase beside an asserted disease it contradicts ("The lungs
+    are clear." with asserted pneumonia). Not counted: hedged mentions, locations, devices (a
+    removed PICC and a chest tube in place are two devices), and "the lungs are well expanded"
+    (it sits beside subsegmental atelectasis in real reports). Sides are not compared: "no left
+    effusion" with "small right effusion" counts, the labeller having no laterality.
+    """
+    reasons = []
+    statuses: dict[str, set[float]] = {}
+    for mention in find_mentions(findings):
+        if mention.label in DISEASES:
+            statuses.setdefault(mention.label, set()).add(mention.status)
+    attributes: dict[str, set[float]] = {}
+    for mention in reader.extractor.mentions(findings):
+        if mention.label in reader.attributes:
+            attributes.setdefault(mention.label, set()).add(mention.status)
+    for concepts in (statuses, attributes):
+        reasons += [f"{name} asserted and negated" for name, seen in concepts.items()
+                    if {LABEL_POSITIVE, LABEL_NEGATIVE} <= seen]
+    asserted = {name for name, seen in statuses.items() if LABEL_POSITIVE in seen}
+    reasons += [f"{child} asserted, its parent {parent} negated"
+                for parent, children in HIERARCHY.items()
+                if LABEL_NEGATIVE in statuses.get(parent, ()) for child in children
+                if child in asserted]
+    lowered = findings.translate(_ASCII_LOWER)
+    for statement in NORMAL_STATEMENTS:
+        if statement.pattern.search(lowered):
+            reasons += [f"'{statement.phrase}' beside {disease}"
+                        for disease in statement.contradicts if disease in asserted]
+    return tuple(reasons)
+
+
+@dataclass(frozen=True)
+class ContradictionFigures:
+    """`count`: accepted counterfactuals with at least one contradiction; `reasons`: how often
+    each reason occurs among them; `factual_count`: studies whose factual text the same rule
+    flags, the baseline the reports start from; `examples`: up to five (study_id, target,
+    reasons)."""
+
+    checked: int
+    count: int
+    factual_count: int
+    reasons: dict[str, int]
+    examples: tuple[tuple[int, str, tuple[str, ...]], ...]
+
+
+def contradiction_figures(
+    trajectories: pd.DataFrame, reader: ContradictionReader, *, examples: int = 5
+) -> ContradictionFigures:
+    """`contradictions` over every accepted counterfactual and over its factual."""
+    pairs = accepted_pairs(trajectories)
+    found = [contradictions(text, reader) for text in pairs["findings"]]
+    factual = {study: contradictions(text, reader) for study, text in
+               zip(pairs["study_id"], pairs["factual_findings"], strict=True)}
+    reasons = Counter(reason for row in found for reason in row)
+    flagged = [(int(study), str(target), row) for study, target, row in
+               zip(pairs["study_id"], pairs["target_disease"], found, strict=True) if row]
+    return ContradictionFigures(len(pairs), len(flagged), sum(1 for row in factual.values() if row),
+                                _by_count(reasons), tuple(flagged[:examples]))
+
+
+# ---------------------------------------------------------------------------------------------
+# Answer line
+
+def answer_diseases(text: str) -> frozenset[str] | None:
+    """The diseases a trajectory's answer line names ("No Finding" names none); None when the
+    text does not parse."""
+    try:
+        return frozenset(parse_trajectory(text).diagnoses) - {NO_FINDING}
+    except TrajectoryFormatError:
+        return None
+
+
+def expected_answer(factual: frozenset[str], source: str, target: str) -> frozenset[str]:
+    """The factual's diseases, less the replaced `source` (nothing for "No Finding"), plus the
+    target."""
+    return (factual - {source}) | {target}
+
+
+@dataclass(frozen=True)
+class AgreementFigures:
+    """Accepted counterfactuals whose answer line is the expected one. Of those that are not:
+    how often each disease is named unexpectedly (`extra`) or expected and not named
+    (`missing`), and up to five (study_id, expected, named)."""
+
+    checked: int
+    agreeing: int
+    share: float | None
+    extra: dict[str, int]
+    missing: dict[str, int]
+    examples: tuple[tuple[int, tuple[str, ...], tuple[str, ...]], ...]
+
+
+def answer_line_agreement(trajectories: pd.DataFrame, *, examples: int = 5) -> AgreementFigures:
+    """How many accepted counterfactuals name exactly `expected_answer` of their factual. One
+    whose own or whose factual's answer does not parse disagrees."""
+    pairs = accepted_pairs(trajectories)
+    disagreeing = []
+    extra: Counter[str] = Counter()
+    missing: Counter[str] = Counter()
+    for row in pairs.itertuples():
+        named, factual = answer_diseases(row.text), answer_diseases(row.factual_text)
+        expected = (None if factual is None
+                    else expected_answer(factual, row.source_diagnosis, row.target_disease))
+        if named is None or expected is None or named != expected:
+            disagreeing.append((int(row.study_id), _ordered(expected), _ordered(named)))
+            extra.update((named or frozenset()) - (expected or frozenset()))
+            missing.update((expected or frozenset()) - (named or frozenset()))
+    agreeing = len(pairs) - len(disagreeing)
+    return AgreementFigures(len(pairs), agreeing, agreeing / len(pairs) if len(pairs) else None,
+                            _by_count(extra), _by_count(missing), tuple(disagreeing[:examples]))
+
+
+def _ordered(diseases: frozenset[str] | None) -> tuple[str, ...]:
+    return () if diseases is None else tuple(d for d in DISEASES if d in diseases)
+
+
+def _by_count(counts: Counter[str]) -> dict[str, int]:
+    return dict(sorted(counts.items(), key=lambda item: (-item[1], item[0])))
+
+
+# ---------------------------------------------------------------------------------------------
+# Acceptance and targets
+
+def acceptance_rate(trajectories: pd.DataFrame) -> float | None:
+    """Accepted counterfactual rows over every counterfactual row (None when there is none)."""
+    counterfactual = trajectories[trajectories["kind"] == COUNTERFACTUAL]
+    if counterfactual.empty:
+        return None
+    return float((counterfactual["verdict"] == ACCEPTED).mean())
+
+
+def target_shares(trajectories: pd.DataFrame) -> dict[str, float]:
+    """Per disease, in CheXpert order and all 12 even at 0, its share of counterfactual rows."""
+    targets = trajectories.loc[trajectories["kind"] == COUNTERFACTUAL, "target_disease"]
+    counts = targets.value_counts()
+    total = len(targets)
+    return {disease: float(counts.get(disease, 0)) / total if total else 0.0
+            for disease in DISEASES}
+
+
+# ---------------------------------------------------------------------------------------------
+# The whole report
+
+@dataclass(frozen=True)
+class QualityReport:
+    studies: int
+    factual_rows: int
+    counterfactual_rows: int
+    accepted_rows: int
+    acceptance_rate: float | None
+    style: StyleFigures
+    length: LengthFigures
+    contradictions: ContradictionFigures
+    answer_line: AgreementFigures
+    target_shares: dict[str, float]
+
+
+def quality_report(
+    trajectories: pd.DataFrame, ontology: Ontology | None = None, *, folds: int = 5, top: int = 10,
+) -> QualityReport:
+    """Every figure of this module over one `counterfactual_trajectories` table (`ontology`:
+    the concept vocabulary to mask and the attributes to check; the shipped seed by default)."""
+    ontology = ontology or load_ontology()
+    kind = trajectories["kind"]
+    counterfactual = trajectories[kind == COUNTERFACTUAL]
+    return QualityReport(
+        studies=int(trajectories["study_id"].nunique()),
+        factual_rows=int((kind == FACTUAL).sum()),
+        counterfactual_rows=len(counterfactual),
+        accepted_rows=int((counterfactual["verdict"] == ACCEPTED).sum()),
+        acceptance_rate=acceptance_rate(trajectories),
+        style=style_accuracy(trajectories, concept_mask(ontology), folds=folds, top=top),
+        length=length_figures(trajectories),
+        contradictions=contradiction_figures(trajectories, ContradictionReader.of(ontology)),
+        answer_line=answer_line_agreement(trajectories),
+        target_shares=target_shares(trajectories),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Targets
+
+@dataclass(frozen=True)
+class QualityTargets:
+    """Issue 9's bounds for hard negatives."""
+
+    max_style_accuracy: float = 0.60
+    length_ratio: tuple[float, float] = (0.9, 1.1)
+    max_longer_share: float = 0.60
+    max_contradictions: int = 0
+    min_answer_agreement: float = 1.0
+    min_acceptance: float = 0.90
+    min_target_share: float = 0.02
+
+
+@dataclass(frozen=True)
+class TargetCheck:
+    figure: str
+    value: float | None
+    target: str
+    met: bool
+
+
+def check_targets(report: QualityReport, targets: QualityTargets = QualityTargets()
+                  ) -> tuple[TargetCheck, ...]:
+    """Each figure of `report` against its bound; a figure that could not be measured (None) is
+    not met."""
+    low, high = targets.length_ratio
+
+    def check(figure: str, value: float | None, target: str,
+              holds: Callable[[float], bool]) -> TargetCheck:
+        return TargetCheck(figure, value, target, value is not None and holds(value))
+
+    least_share = min(report.target_shares.values()) if report.counterfactual_rows else None
+    return (
+        check("style accuracy", report.style.accuracy, f"<= {targets.max_style_accuracy:.2f}",
+              lambda value: value <= targets.max_style_accuracy),
+        check("length ratio (median)", report.length.median_ratio, f"{low:.1f}-{high:.1f}",
+              lambda value: low <= value <= high),
+        check("counterfactual longer", report.length.longer_share,
+              f"<= {targets.max_longer_share:.0%}", lambda value: value <= targets.max_longer_share),
+        check("contradictions", report.contradictions.count, f"<= {targets.max_contradictions}",
+              lambda value: value <= targets.max_contradictions),
+        check("answer-line agreement", report.answer_line.share,
+              f">= {targets.min_answer_agreement:.0%}",
+              lambda value: value >= targets.min_answer_agreement),
+        check("acceptance rate", report.acceptance_rate, f">= {targets.min_acceptance:.0%}",
+              lambda value: value >= targets.min_acceptance),
+        check("least-targeted disease share", least_share, f">= {targets.min_target_share:.0%}",
+              lambda value: value >= targets.min_target_share),
+    )
