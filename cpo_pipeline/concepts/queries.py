@@ -23,6 +23,7 @@ from cpo_pipeline.concepts.ontology import (
     SUBTYPE_OF,
 )
 from cpo_pipeline.radiology.chexpert import LABEL_POSITIVE, LABEL_UNCERTAIN
+from cpo_pipeline.storage import content_hash
 
 
 @dataclass(frozen=True)
@@ -147,6 +148,7 @@ def choose_counterfactual_targets(
     study_labels: Mapping[str, float | None],
     study_attributes: Iterable[str],
     k: int = 2,
+    study_key: object = None,
 ) -> list[Target]:
     """The `k` diseases most relevant as counterfactual targets for one study.
 
@@ -163,8 +165,15 @@ def choose_counterfactual_targets(
     where assoc / excl is the weight of the strongest association / exclusion edge between the
     two (0 if none; any provenance). So d scores for sharing the study's findings and for
     contradicting them, directly or through a sign of its own (consolidation's airspace opacity
-    against pneumothorax's absent lung markings). Ties go to the disease present in more studies,
-    then to the name. Candidates scoring 0 are not returned, so fewer than `k` may come back.
+    against pneumothorax's absent lung markings). Candidates scoring 0 are not returned, so fewer
+    than `k` may come back.
+
+    Ties (every disease ties for a normal study) go, with a `study_key` (the study id), to a
+    per-study pseudo-random order, the sha256 of key and disease: tied diseases are then targeted
+    equally often over a dataset, where breaking them by prevalence sent every normal study to
+    the same two, and a study's targets depend on nothing but its own inputs, so incremental
+    re-runs stay valid. Without a key, ties go to the disease present in more studies, then to
+    the name.
     """
     attributes, _ = _split_findings(graph, study_attributes)
     present = [label for label, value in study_labels.items() if value in _PRESENT]
@@ -187,7 +196,10 @@ def choose_counterfactual_targets(
             evidence.extend(edges)
         if score > 0:
             targets.append(Target(disease, round(score, 6), tuple(evidence)))
-    targets.sort(key=lambda t: (-t.score, -graph.nodes[t.disease]["study_count"], t.disease))
+    if study_key is None:
+        targets.sort(key=lambda t: (-t.score, -graph.nodes[t.disease]["study_count"], t.disease))
+    else:
+        targets.sort(key=lambda t: (-t.score, content_hash([str(study_key), t.disease])))
     return targets[:k]
 
 

@@ -134,7 +134,8 @@ def plan_counterfactuals(
 ) -> list[CounterfactualTask]:
     attributes = extractor.present(study.findings)
     tasks = []
-    for target in choose_counterfactual_targets(graph, study.labels, attributes, k):
+    for target in choose_counterfactual_targets(graph, study.labels, attributes, k,
+                                                study_key=study.study_id):
         source = choose_source(graph, study.diagnoses, target.disease)
         plan = perturbation_plan(graph, source or NO_FINDING, target.disease, attributes)
         tasks.append(CounterfactualTask(study, source, target.disease, plan))

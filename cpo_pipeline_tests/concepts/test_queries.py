@@ -136,3 +136,32 @@ def test_a_target_must_be_a_disease(graph):
     with pytest.raises(ValueError, match="target 'No Finding' is not one of the concept graph's "
                                          "diseases"):
         perturbation_plan(graph, "Edema", "No Finding", [])
+
+
+def test_without_a_study_key_ties_of_a_normal_study_go_by_prevalence_then_name(graph):
+    targets = choose_counterfactual_targets(graph, {"No Finding": 1.0}, [], k=12)
+
+    assert {t.score for t in targets} == {1.0} and len(targets) == 12
+    assert [t.disease for t in targets[:2]] == ["Atelectasis", "Cardiomegaly"]
+
+
+def test_with_study_keys_tied_targets_spread_over_every_disease_and_repeat_per_study(graph):
+    picks = [t.disease for key in range(50_000_000, 50_000_600)
+             for t in choose_counterfactual_targets(graph, {"No Finding": 1.0}, [], k=2,
+                                                    study_key=key)]
+    again = choose_counterfactual_targets(graph, {"No Finding": 1.0}, [], k=2,
+                                          study_key=50_000_000)
+
+    shares = {disease: picks.count(disease) / len(picks) for disease in set(picks)}
+    assert len(shares) == 12
+    assert min(shares.values()) > 0.05 and max(shares.values()) < 0.12  # 1/12 = 0.083
+    assert [t.disease for t in again] == picks[:2]
+
+
+def test_a_study_key_reorders_only_ties_never_a_stronger_target(graph):
+    labels = {"Cardiomegaly": 1.0, "Pneumothorax": 0.0}
+
+    for key in range(50_000_000, 50_000_050):
+        targets = choose_counterfactual_targets(graph, labels, ["enlarged cardiac silhouette"],
+                                                study_key=key)
+        assert [t.disease for t in targets] == ["Edema", "Pleural Effusion"]
