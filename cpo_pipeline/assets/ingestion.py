@@ -127,7 +127,7 @@ def mimic_cxr_ingestion(
     with atomic_target(grid_path) as tmp:
         tmp.write_bytes(grid)
 
-    results = {
+    metadata = {
         "cxr_images": {
             "decoded_this_run": tables.decoded_images,
             "images_per_view": dg.MetadataValue.json(
@@ -171,7 +171,7 @@ def mimic_cxr_ingestion(
             asset_key=name,
             value=frames[name],
             data_version=dg.DataVersion(content_version(frames[name], name)),
-            metadata=results[name],
+            metadata=metadata[name],
         )
     for result in _checks(tables, config.max_reject_fraction):
         if dg.AssetCheckKey(result.asset_key, result.check_name) in context.selected_asset_check_keys:

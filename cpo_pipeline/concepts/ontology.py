@@ -196,6 +196,7 @@ class SeedDocument(_SeedPart):
     hierarchy: dict[_Text, tuple[_Text, ...]]
     associations: tuple[_EdgeEntry, ...]
     exclusions: tuple[_EdgeEntry, ...]
+    irrelevances: tuple[_EdgeEntry, ...]
 
 
 class _Misplaced(Exception):
@@ -306,7 +307,8 @@ def _hierarchy_edges(seed: SeedDocument, ontology: Ontology) -> list[ConceptEdge
 
 def _curated_edges(seed: SeedDocument, ontology: Ontology) -> list[ConceptEdge]:
     edges, seen = [], {}
-    for section, relation in (("associations", ASSOCIATION), ("exclusions", EXCLUSION)):
+    for section, relation in (("associations", ASSOCIATION), ("exclusions", EXCLUSION),
+                              ("irrelevances", IRRELEVANCE)):
         for index, entry in enumerate(getattr(seed, section)):
             loc = (section, index, "between")
             first, second = (_known(ontology, name, (*loc, i), (DISEASE, OBSERVATION, ATTRIBUTE))

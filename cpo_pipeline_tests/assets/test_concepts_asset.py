@@ -29,6 +29,7 @@ def test_the_graph_materializes_on_the_demo_data_with_its_files(materialized):
     edges = pq.read_table(files.edges).to_pandas()
     assert set(DISEASES) <= set(nodes.loc[nodes["kind"] == "disease", "name"])
     assert {"seed", "statistics"} <= set(edges["provenance"])
+    assert {"association", "exclusion", "irrelevance"} <= set(edges["relation"])
 
 
 def test_every_check_passes_on_the_demo_graph(materialized):

@@ -9,6 +9,7 @@ from cpo_pipeline.concepts.ontology import (
     ATTRIBUTE_CATEGORIES,
     DISEASE,
     EXCLUSION,
+    IRRELEVANCE,
     LOCATED_AT,
     LOCATION,
     OBSERVATION,
@@ -54,6 +55,14 @@ def test_synonyms_normalise_to_the_preferred_term_whatever_the_case_and_hyphens(
         "blunted costophrenic angle")
     assert seed.preferred_term("CHF") == "Edema"
     assert seed.preferred_term("a made-up sign") is None
+
+
+def test_the_seed_has_all_three_of_the_paper_s_relations(seed):
+    relations = {e.relation for e in seed.edges}
+    irrelevant = {(e.source, e.target) for e in seed.edges if e.relation == IRRELEVANCE}
+
+    assert {ASSOCIATION, EXCLUSION, IRRELEVANCE} <= relations
+    assert ("Cardiomegaly", "Fracture") in irrelevant
 
 
 def test_the_seed_carries_the_chexpert_hierarchy_as_subtype_edges(seed):
