@@ -85,7 +85,10 @@ COUNTERFACTUAL_TRAJECTORIES = pa.schema(
         pa.field("subject_id", pa.int64(), nullable=False),
         pa.field("split", pa.string(), nullable=False),
         pa.field("kind", pa.string(), nullable=False),  # factual | counterfactual
-        pa.field("source_diagnosis", pa.string(), nullable=False),
+        # factual: its answer; counterfactual: the diagnosis it replaces ("No Finding" for a normal
+        # study), null when the target joins the study's diagnoses (e.g. Atelectasis beside the
+        # Lung Opacity it implies)
+        pa.field("source_diagnosis", pa.string()),
         pa.field("target_disease", pa.string()),  # null for the factual trajectory
         pa.field("text", pa.string()),  # null for a dead letter
         pa.field("findings", pa.string()),

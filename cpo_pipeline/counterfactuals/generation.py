@@ -87,6 +87,14 @@ class CounterfactualTask:
     def key(self) -> str:
         return f"{self.study.study_id}/{self.target}"
 
+    @property
+    def replaced(self) -> str | None:
+        """The diagnosis the counterfactual gives up: the source, "No Finding" for a normal
+        study, None when the target is added beside diagnoses it implies (they stay)."""
+        if self.source is not None:
+            return self.source
+        return NO_FINDING if self.study.diagnoses == (NO_FINDING,) else None
+
 
 @dataclass(frozen=True)
 class GenerationOptions:
@@ -181,7 +189,7 @@ def _counterfactual_row(
     return {
         "study_id": task.study.study_id, "subject_id": task.study.subject_id,
         "split": task.study.split, "kind": COUNTERFACTUAL,
-        "source_diagnosis": task.source or NO_FINDING, "target_disease": task.target,
+        "source_diagnosis": task.replaced, "target_disease": task.target,
         "text": candidate, "findings": findings, "edits": _edits_json(verdict),
         "edit_tokens": verdict.edit_tokens, "plan": _plan_json(task.plan),
         "expert_backend": backend, "expert_model": model, "prompt_hash": prompt_hash,

@@ -182,3 +182,22 @@ def test_plans_replace_the_diagnosis_most_related_to_the_target():
 
     assert (task.source, task.target) == ("Cardiomegaly", "Edema")
     assert {step.concept for step in task.plan.add} >= {"pulmonary vascular congestion"}
+
+
+def test_source_diagnosis_names_what_is_replaced_and_is_null_when_the_target_only_joins():
+    opacity = study(9, "Patchy airspace opacity in the right lower lobe.", Lung_Opacity=1.0)
+    normal = study(10, "The lungs are clear. Heart size is normal.", No_Finding=1.0)
+
+    table = generate_trajectories([opacity, normal], GRAPH, EXTRACTOR, GenerationOptions(k=12))
+    counterfactual = table[table["kind"] == "counterfactual"]
+    implies_opacity = {"Atelectasis", "Consolidation", "Edema", "Lung Lesion", "Pneumonia"}
+
+    rows = counterfactual[counterfactual["study_id"] == opacity.study_id]
+    assert set(rows["target_disease"]) & implies_opacity and set(rows["target_disease"]) - implies_opacity
+    for row in rows.itertuples():
+        if row.target_disease in implies_opacity:
+            assert pd.isna(row.source_diagnosis), row.target_disease
+        else:
+            assert row.source_diagnosis == "Lung Opacity", row.target_disease
+    assert (counterfactual.loc[counterfactual["study_id"] == normal.study_id, "source_diagnosis"]
+            == "No Finding").all()
