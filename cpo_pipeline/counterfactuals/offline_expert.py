@@ -4,7 +4,9 @@ Used when no LLM endpoint is configured, and named as such in every row it write
 sentence by sentence, keeping every sentence the plan does not touch word for word:
 
 1. drop sentences that assert the source disease being replaced, state an attribute the plan
-   removes or negates, or deny or hedge the target (they would contradict the new finding);
+   removes or negates, deny or hedge the target or a finding the target is a kind of ("no focal
+   consolidation" for pneumonia), or state a normality the target contradicts ("The lungs are
+   clear." for any lung finding, `radiology.normal_statements`): they would contradict it;
 2. append "No <attribute>." for each attribute the plan negates;
 3. append one sentence stating the plan's added attributes and the target, at a kept location
    when the plan has one: "Kerley B lines and pulmonary vascular congestion, consistent with
@@ -19,8 +21,14 @@ import re
 
 from cpo_pipeline.concepts.mentions import ConceptExtractor
 from cpo_pipeline.concepts.queries import PerturbationPlan
-from cpo_pipeline.radiology.chexpert import LABEL_NEGATIVE, LABEL_POSITIVE, LABEL_UNCERTAIN
+from cpo_pipeline.radiology.chexpert import (
+    HIERARCHY,
+    LABEL_NEGATIVE,
+    LABEL_POSITIVE,
+    LABEL_UNCERTAIN,
+)
 from cpo_pipeline.radiology.labeller import find_mentions
+from cpo_pipeline.radiology.normal_statements import contradicted_by
 
 BACKEND = "offline-concept-graph"
 
@@ -69,12 +77,15 @@ def _contradicting_mentions(
     text: str, source: str | None, target: str, dropped_attributes: set[str],
     extractor: ConceptExtractor,
 ) -> list[int]:
-    """Where `text` asserts or hedges the source, denies or hedges the target, or states an
-    attribute the plan removes or negates (start offsets). One pass over the whole text: the
-    labeller's scopes end at sentence punctuation, so this equals a pass per sentence."""
+    """Where `text` asserts or hedges the source, denies or hedges the target or a finding it is
+    a kind of, states a normality the target contradicts, or states an attribute the plan
+    removes or negates (start offsets). One pass over the whole text: the labeller's scopes end
+    at sentence punctuation, so this equals a pass per sentence."""
+    denied = {target, *(parent for parent, kinds in HIERARCHY.items() if target in kinds)}
     starts = [m.start for m in find_mentions(text)
               if (m.label == source and m.status in (LABEL_POSITIVE, LABEL_UNCERTAIN))
-              or (m.label == target and m.status in (LABEL_NEGATIVE, LABEL_UNCERTAIN))]
+              or (m.label in denied and m.status in (LABEL_NEGATIVE, LABEL_UNCERTAIN))]
+    starts += contradicted_by(text, target)
     if dropped_attributes:
         starts += [m.start for m in extractor.mentions(text)
                    if m.label in dropped_attributes and m.status == LABEL_POSITIVE]

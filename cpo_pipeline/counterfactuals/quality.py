@@ -21,7 +21,6 @@ counterfactual row, whatever its verdict.
 from __future__ import annotations
 
 import re
-import string
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -45,6 +44,7 @@ from cpo_pipeline.radiology.chexpert import (
     NO_FINDING,
 )
 from cpo_pipeline.radiology.labeller import MENTION_PHRASES, find_mentions
+from cpo_pipeline.radiology.normal_statements import NORMAL_STATEMENTS, lowered
 
 MASK = "[mask]"
 LATERALITY_WORDS = (
@@ -66,7 +66,6 @@ _DIGITS = r"\d+(?:[.,]\d+)*(?:st|nd|rd|th)?"
 # effusion" and "pneumothorax" mask alike, so swapping one finding for another leaves no trace.
 _JOINS_MASKS = re.compile(r"[-\s]*")
 _THINK = re.compile(r"^\s*<think>\s*(?P<findings>.*?)\s*</think>", re.DOTALL)
-_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
 # Words of letters, and the placeholder: numbers are masked and punctuation is not a feature.
 _FEATURE_TOKEN = r"\[mask\]|[a-z]+"
 
@@ -108,23 +107,23 @@ def findings_of(text: str) -> str:
 def mask_concepts(text: str, mask: ConceptMask) -> str:
     """`text` lower-cased, its answer line dropped and every span `mask` covers replaced by one
     `MASK` (adjacent spans share one): what is left is the report's wording, not its content."""
-    lowered = " ".join(findings_of(text).split()).translate(_ASCII_LOWER)
-    spans = sorted(match.span() for pattern in mask.patterns for match in pattern.finditer(lowered))
+    text = lowered(" ".join(findings_of(text).split()))
+    spans = sorted(match.span() for pattern in mask.patterns for match in pattern.finditer(text))
     pieces, merged_end, position = [], None, 0
     for start, end in spans:
         if merged_end is not None and (start <= merged_end or _JOINS_MASKS.fullmatch(
-                lowered[merged_end:start])):
+                text[merged_end:start])):
             merged_end = max(merged_end, end)
             continue
         if merged_end is not None:
             pieces.append(MASK)
             position = merged_end
-        pieces.append(lowered[position:start])
+        pieces.append(text[position:start])
         merged_end = end
     if merged_end is not None:
         pieces.append(MASK)
         position = merged_end
-    pieces.append(lowered[position:])
+    pieces.append(text[position:])
     return " ".join("".join(pieces).split())
 
 
@@ -229,32 +228,6 @@ def length_figures(trajectories: pd.DataFrame) -> LengthFigures:
 # ---------------------------------------------------------------------------------------------
 # Contradictions
 
-_PARENCHYMA = ("Atelectasis", "Consolidation", "Edema", "Lung Lesion", "Lung Opacity", "Pneumonia")
-_ACUTE = ("Consolidation", "Edema", "Pleural Effusion", "Pneumonia", "Pneumothorax")
-
-
-@dataclass(frozen=True)
-class NormalStatement:
-    """A statement of normality the labeller reads as no mention at all, and the diseases whose
-    assertion beside it is a contradiction."""
-
-    phrase: str
-    pattern: re.Pattern[str]
-    contradicts: tuple[str, ...]
-
-
-NORMAL_STATEMENTS: tuple[NormalStatement, ...] = (
-    # "The lungs are otherwise clear" beside a lung finding is consistent, so it does not match.
-    NormalStatement("the lungs are clear", re.compile(
-        r"\blungs? (?:are|is|remains?|appear) (?:now )?clear\b(?! of)|\bclear lungs\b"),
-        _PARENCHYMA),
-    NormalStatement("no acute cardiopulmonary process", re.compile(
-        r"\bno acute (?:cardiopulmonary|intrathoracic) (?:process|abnormality|disease)"), _ACUTE),
-    NormalStatement("no acute osseous abnormality", re.compile(
-        r"\bno acute (?:osseous|bony) (?:abnormality|abnormalities|injury)"), ("Fracture",)),
-)
-
-
 @dataclass(frozen=True)
 class ContradictionReader:
     """What `contradictions` reads a text with: the ontology's attribute and location mentions,
@@ -299,9 +272,9 @@ def contradictions(findings: str, reader: ContradictionReader) -> tuple[str, ...
                 for parent, children in HIERARCHY.items()
                 if LABEL_NEGATIVE in statuses.get(parent, ()) for child in children
                 if child in asserted]
-    lowered = findings.translate(_ASCII_LOWER)
+    text = lowered(findings)
     for statement in NORMAL_STATEMENTS:
-        if statement.pattern.search(lowered):
+        if statement.pattern.search(text):
             reasons += [f"'{statement.phrase}' beside {disease}"
                         for disease in statement.contradicts if disease in asserted]
     return tuple(reasons)
