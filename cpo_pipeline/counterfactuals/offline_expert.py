@@ -81,15 +81,23 @@ def _contradicting_mentions(
     a kind of, states a normality the target contradicts, or states an attribute the plan
     removes or negates (start offsets). One pass over the whole text: the labeller's scopes end
     at sentence punctuation, so this equals a pass per sentence."""
-    denied = {target, *(parent for parent, kinds in HIERARCHY.items() if target in kinds)}
     starts = [m.start for m in find_mentions(text)
-              if (m.label == source and m.status in (LABEL_POSITIVE, LABEL_UNCERTAIN))
-              or (m.label in denied and m.status in (LABEL_NEGATIVE, LABEL_UNCERTAIN))]
-    starts += contradicted_by(text, target)
+              if m.label == source and m.status in (LABEL_POSITIVE, LABEL_UNCERTAIN)]
+    starts += target_contradictions(text, target)
     if dropped_attributes:
         starts += [m.start for m in extractor.mentions(text)
                    if m.label in dropped_attributes and m.status == LABEL_POSITIVE]
     return starts
+
+
+def target_contradictions(text: str, target: str) -> list[int]:
+    """Where `text` denies or hedges `target` or a finding it is a kind of ("no focal
+    consolidation" for pneumonia), or states a normality the target contradicts ("The lungs are
+    clear." for a lung finding): start offsets of what a counterfactual toward it must drop."""
+    denied = {target, *(parent for parent, kinds in HIERARCHY.items() if target in kinds)}
+    starts = [m.start for m in find_mentions(text)
+              if m.label in denied and m.status in (LABEL_NEGATIVE, LABEL_UNCERTAIN)]
+    return starts + contradicted_by(text, target)
 
 
 def _joined(terms: list[str]) -> str:

@@ -32,19 +32,17 @@ from sklearn.feature_extraction.text import CountVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GroupKFold
 
-from cpo_pipeline.concepts.mentions import ConceptExtractor, phrase_pattern
-from cpo_pipeline.concepts.ontology import ATTRIBUTE, Ontology, load_ontology
+from cpo_pipeline.concepts.mentions import phrase_pattern
+from cpo_pipeline.concepts.ontology import Ontology, load_ontology
+from cpo_pipeline.counterfactuals.contradictions import ContradictionReader, contradictions
 from cpo_pipeline.counterfactuals.generation import ACCEPTED, COUNTERFACTUAL, FACTUAL
 from cpo_pipeline.radiology.answer_format import TrajectoryFormatError, parse_trajectory
 from cpo_pipeline.radiology.chexpert import (
     DISEASES,
-    HIERARCHY,
-    LABEL_NEGATIVE,
-    LABEL_POSITIVE,
     NO_FINDING,
 )
-from cpo_pipeline.radiology.labeller import MENTION_PHRASES, find_mentions
-from cpo_pipeline.radiology.normal_statements import NORMAL_STATEMENTS, lowered
+from cpo_pipeline.radiology.labeller import MENTION_PHRASES
+from cpo_pipeline.radiology.normal_statements import lowered
 
 MASK = "[mask]"
 LATERALITY_WORDS = (
@@ -227,58 +225,6 @@ def length_figures(trajectories: pd.DataFrame) -> LengthFigures:
 
 # ---------------------------------------------------------------------------------------------
 # Contradictions
-
-@dataclass(frozen=True)
-class ContradictionReader:
-    """What `contradictions` reads a text with: the ontology's attribute and location mentions,
-    and which of those concepts are attributes."""
-
-    extractor: ConceptExtractor
-    attributes: frozenset[str]
-
-    @classmethod
-    def of(cls, ontology: Ontology) -> ContradictionReader:
-        return cls(ConceptExtractor(ontology), frozenset(ontology.names(ATTRIBUTE)))
-
-
-def contradictions(findings: str, reader: ContradictionReader) -> tuple[str, ...]:
-    """What contradicts itself in one findings text, one reason per contradiction.
-
-    Counted: (1) one of the 12 diseases both asserted and negated by the labeller's mentions
-    ("No focal consolidation. ... consistent with consolidation."); (2) a disease asserted while
-    its CheXpert parent is negated ("There is no focal consolidation." with pneumonia: the
-    hierarchy says which label combinations a consistent report carries); (3) a radiographic
-    attribute of the ontology both asserted and negated ("No Kerley B lines. Kerley B lines
-    ..."); (4) a `NORMAL_STATEMENTS` phrase beside an asserted disease it contradicts ("The lungs
-    are clear." with asserted pneumonia). Not counted: hedged mentions, locations, devices (a
-    removed PICC and a chest tube in place are two devices), and "the lungs are well expanded"
-    (it sits beside subsegmental atelectasis in real reports). Sides are not compared: "no left
-    effusion" with "small right effusion" counts, the labeller having no laterality.
-    """
-    reasons = []
-    statuses: dict[str, set[float]] = {}
-    for mention in find_mentions(findings):
-        if mention.label in DISEASES:
-            statuses.setdefault(mention.label, set()).add(mention.status)
-    attributes: dict[str, set[float]] = {}
-    for mention in reader.extractor.mentions(findings):
-        if mention.label in reader.attributes:
-            attributes.setdefault(mention.label, set()).add(mention.status)
-    for concepts in (statuses, attributes):
-        reasons += [f"{name} asserted and negated" for name, seen in concepts.items()
-                    if {LABEL_POSITIVE, LABEL_NEGATIVE} <= seen]
-    asserted = {name for name, seen in statuses.items() if LABEL_POSITIVE in seen}
-    reasons += [f"{child} asserted, its parent {parent} negated"
-                for parent, children in HIERARCHY.items()
-                if LABEL_NEGATIVE in statuses.get(parent, ()) for child in children
-                if child in asserted]
-    text = lowered(findings)
-    for statement in NORMAL_STATEMENTS:
-        if statement.pattern.search(text):
-            reasons += [f"'{statement.phrase}' beside {disease}"
-                        for disease in statement.contradicts if disease in asserted]
-    return tuple(reasons)
-
 
 @dataclass(frozen=True)
 class ContradictionFigures:

@@ -2,7 +2,9 @@
 
 A candidate passes when, in order: the answer parses; the rule-based labeller finds the target
 disease asserted (positive) in the counterfactual findings; the source disease is no longer
-asserted; the diagnosis line names the target and not the source; and the edit from the factual
+asserted; the diagnosis line names the target and not the source; the findings do not
+contradict themselves (`contradictions`: a concept asserted and negated, a disease under a
+negated parent, "The lungs are clear." beside a lung finding); and the edit from the factual
 findings is small: at most max(`min_edit_tokens`, `max_edit_fraction` × factual tokens) tokens
 changed (difflib opcodes; a replaced span counts its longer side).
 """
@@ -13,6 +15,7 @@ import difflib
 import re
 from dataclasses import dataclass
 
+from cpo_pipeline.counterfactuals.contradictions import contradictions
 from cpo_pipeline.radiology.answer_format import (
     TrajectoryFormatError,
     parse_trajectory,
@@ -87,6 +90,8 @@ def verify_counterfactual(
         return Verdict(False, f"diagnosis line does not name {target}", edits, size)
     if source in parsed.diagnoses:
         return Verdict(False, f"diagnosis line still names {source}", edits, size)
+    if found := contradictions(parsed.findings):
+        return Verdict(False, f"contradicts itself: {'; '.join(found)}", edits, size)
     bound = max(config.min_edit_tokens, int(config.max_edit_fraction * len(tokens(factual_findings))))
     if size > bound:
         return Verdict(False, f"edit too large: {size} tokens changed (bound {bound})", edits, size)

@@ -1,7 +1,9 @@
 """A scripted counterfactual expert to put behind the local OpenAI-compatible server.
 
 It answers the project's counterfactual prompt the way a careful radiologist would: keeps the
-findings, drops the sentences asserting the current diagnosis, and states the target. For the
+findings, drops the sentences asserting the current diagnosis or contradicting the target
+("No pleural effusion." for an effusion, "The lungs are clear." for a lung finding), and states
+the target. For the
 tests, the benchmark and smoke tests of the LLM path without a model:
 
     with OpenAICompatibleServer(responder=answer_counterfactual_prompt) as server: ...
@@ -35,6 +37,7 @@ def answer_counterfactual_prompt(messages: list[dict]) -> str:
         sentence for sentence in offline_expert.split_sentences(prompt_findings(prompt))
         if not any(m.label == source and m.status == LABEL_POSITIVE
                    for m in find_mentions(sentence))
+        and not offline_expert.target_contradictions(sentence, target)
     ]
     findings = " ".join([*kept, f"There is {offline_expert.TARGET_PHRASES[target]}."])
     return format_trajectory(findings, diagnosis_of(findings))

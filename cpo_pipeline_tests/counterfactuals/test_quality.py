@@ -4,15 +4,14 @@ import pandas as pd
 import pytest
 
 from cpo_pipeline.concepts.ontology import load_ontology
+from cpo_pipeline.counterfactuals.contradictions import ContradictionReader, contradictions
 from cpo_pipeline.counterfactuals.quality import (
     MASK,
-    ContradictionReader,
     acceptance_rate,
     answer_line_agreement,
     check_targets,
     concept_mask,
     contradiction_figures,
-    contradictions,
     length_figures,
     mask_concepts,
     quality_report,

@@ -59,3 +59,23 @@ def test_token_edits_count_the_longer_side_of_each_change():
     assert [(e.op, e.before, e.after) for e in edits] == [
         ("replace", "no", "small"), ("insert", "", "and edema")]
     assert size == 3
+
+
+@pytest.mark.parametrize(
+    ("findings", "target", "reason"),
+    [
+        (("The heart is normal in size. No pleural effusion. There is a small left pleural "
+         "effusion."), "Pleural Effusion", "Pleural Effusion asserted and negated"),
+        ("The heart is normal in size. The lungs are clear. Right lower lobe pneumonia.",
+         "Pneumonia", "'the lungs are clear' beside Pneumonia"),
+        (("The heart is normal in size. There is no focal consolidation. Right lower lobe "
+         "pneumonia."), "Pneumonia", "Pneumonia asserted, its parent Consolidation negated"),
+    ],
+)
+def test_a_candidate_that_contradicts_itself_is_rejected(findings, target, reason):
+    candidate = format_trajectory(findings, [target])
+
+    verdict = verify_counterfactual(FACTUAL, candidate, "Cardiomegaly", target)
+
+    assert not verdict.accepted
+    assert verdict.reason.startswith("contradicts itself: ") and reason in verdict.reason
