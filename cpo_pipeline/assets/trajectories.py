@@ -31,7 +31,7 @@ from cpo_pipeline.counterfactuals.generation import (
     study_inputs,
 )
 from cpo_pipeline.counterfactuals.prompts import PROMPT_HASH
-from cpo_pipeline.counterfactuals.reuse import assemble, plan_reuse
+from cpo_pipeline.counterfactuals.reuse import assemble, plan_reuse, run_identity
 from cpo_pipeline.counterfactuals.verifier import VerifierConfig
 from cpo_pipeline.layout import SPLITS
 from cpo_pipeline.llm.client import RequestCounters
@@ -93,15 +93,10 @@ def counterfactual_trajectories(
     options = GenerationOptions(
         k=config.k, max_candidates=config.max_candidates,
         verifier=VerifierConfig(config.min_edit_tokens, config.max_edit_fraction))
-    identity = {
-        "graph": sha256_file(graph_files.graph),
-        "backend": offline_expert.BACKEND if endpoint is None else LLM_BACKEND,
-        "model": None if endpoint is None else endpoint.model,
-        "parameters": None if endpoint is None else endpoint.parameters,
-        "prompt": PROMPT_HASH, "generator": GENERATOR_VERSION,
-        "options": [options.k, options.max_candidates, config.min_edit_tokens,
-                    config.max_edit_fraction],
-    }
+    identity = run_identity(
+        sha256_file(graph_files.graph),
+        offline_expert.BACKEND if endpoint is None else LLM_BACKEND, endpoint, options,
+        GENERATOR_VERSION)
     studies = cxr_studies[cxr_studies["split"].isin(config.splits)].sort_values("study_id")
     if config.limit is not None:
         studies = studies.head(config.limit)

@@ -17,9 +17,30 @@ from datetime import UTC, datetime
 import pandas as pd
 
 from cpo_pipeline import schemas
-from cpo_pipeline.counterfactuals.generation import DEAD_LETTER, StudyInput, sort_trajectories
+from cpo_pipeline.counterfactuals.generation import (
+    DEAD_LETTER,
+    GenerationOptions,
+    StudyInput,
+    sort_trajectories,
+)
+from cpo_pipeline.counterfactuals.prompts import PROMPT_HASH
+from cpo_pipeline.llm.client import EndpointConfig
 from cpo_pipeline.radiology.chexpert import CHEXPERT_LABELS
 from cpo_pipeline.storage import content_hash
+
+
+def run_identity(graph_sha256: str, backend: str, endpoint: EndpointConfig | None,
+                 options: GenerationOptions, generator: str) -> dict:
+    """What every row of a run depends on besides its study: the concept graph (by hash), the
+    expert (backend, model, sampling parameters), the prompt, the generator and the options."""
+    return {
+        "graph": graph_sha256, "backend": backend,
+        "model": None if endpoint is None else endpoint.model,
+        "parameters": None if endpoint is None else endpoint.parameters,
+        "prompt": PROMPT_HASH, "generator": generator,
+        "options": [options.k, options.max_candidates, options.verifier.min_edit_tokens,
+                    options.verifier.max_edit_fraction],
+    }
 
 
 def input_key(study: StudyInput, identity: dict) -> str:

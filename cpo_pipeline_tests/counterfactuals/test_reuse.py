@@ -2,8 +2,10 @@ from datetime import UTC, datetime
 
 import pandas as pd
 
-from cpo_pipeline.counterfactuals.generation import StudyInput
-from cpo_pipeline.counterfactuals.reuse import assemble, input_key, plan_reuse
+from cpo_pipeline.counterfactuals.generation import GenerationOptions, StudyInput
+from cpo_pipeline.counterfactuals.reuse import assemble, input_key, plan_reuse, run_identity
+from cpo_pipeline.counterfactuals.verifier import VerifierConfig
+from cpo_pipeline.llm.client import EndpointConfig
 from cpo_pipeline.radiology.chexpert import CHEXPERT_LABELS
 
 IDENTITY = {"graph": "g1", "backend": "openai-compatible", "model": "m", "prompt": "p"}
@@ -77,3 +79,15 @@ def test_assemble_keys_and_stamps_only_the_fresh_rows():
     assert (stamped.loc[STUDIES[0].study_id] == pd.Timestamp("2026-11-01", tz="UTC")).all()
     assert table.set_index("study_id").loc[STUDIES[1].study_id, "input_key"].tolist() == [
         input_key(STUDIES[1], IDENTITY)] * 2
+
+
+def test_the_run_identity_changes_with_the_expert_model_and_the_verifier_bound():
+    offline = run_identity("g1", "offline-concept-graph", None, GenerationOptions(), "5")
+    llm = run_identity("g1", "openai-compatible", EndpointConfig("http://127.0.0.1:8000/v1", "m"),
+                       GenerationOptions(), "5")
+    looser = run_identity("g1", "offline-concept-graph", None,
+                          GenerationOptions(verifier=VerifierConfig(max_edit_fraction=0.9)), "5")
+
+    keys = {input_key(STUDIES[0], identity) for identity in (offline, llm, looser)}
+    assert len(keys) == 3
+    assert (offline["model"], llm["model"]) == (None, "m")
