@@ -110,8 +110,7 @@ def main() -> None:
     from cpo_pipeline.definitions import defs
     from cpo_pipeline.demo.generator import DemoConfig, write_demo_tree
     from cpo_pipeline.resources.llm import LLMEndpointResource
-    from cpo_pipeline.resources.parquet_io_manager import ParquetIOManager
-    from cpo_pipeline.resources.settings import PipelineSettings
+    from cpo_pipeline.resources.rooted import rooted_resources
     from cpo_pipeline.storage import read_parquet, table_path
     from cpo_pipeline.testing.openai_server import OpenAICompatibleServer
     from cpo_pipeline.testing.scripted_expert import answer_counterfactual_prompt
@@ -132,11 +131,9 @@ def main() -> None:
         print(f"demo tree: {summary.patients:,} patients, {summary.studies:,} studies, "
               f"{summary.images:,} images ({IMAGE_SIZE[0]}x{IMAGE_SIZE[1]}) in "
               f"{seconds['demo tree']:.1f} s")
-        settings = PipelineSettings(data_root=str(root), mimic_cxr_root=str(tree))
 
         def resources(llm: LLMEndpointResource) -> dict:
-            return {"settings": settings, "io_manager": ParquetIOManager(settings=settings),
-                    "llm": llm}
+            return rooted_resources(root, llm, mimic_cxr_root=str(tree))
 
         success, checks, seconds["ingestion and concept graph"] = _materialize(
             assets, resources(LLMEndpointResource()), ["cxr_studies", "concept_graph"])

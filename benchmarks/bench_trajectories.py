@@ -62,8 +62,7 @@ def main() -> None:
     from cpo_pipeline.concepts.ontology import load_ontology
     from cpo_pipeline.definitions import defs
     from cpo_pipeline.resources.llm import LLMEndpointResource
-    from cpo_pipeline.resources.parquet_io_manager import ParquetIOManager
-    from cpo_pipeline.resources.settings import PipelineSettings
+    from cpo_pipeline.resources.rooted import rooted_resources
     from cpo_pipeline.schemas import conform
     from cpo_pipeline.storage import table_path, write_parquet
     from cpo_pipeline.testing.openai_server import OpenAICompatibleServer
@@ -79,9 +78,7 @@ def main() -> None:
         write_graph(build_concept_graph(load_ontology()), ConceptGraphFiles.under(root).graph)
         print(f"wrote {args.studies:,} synthetic studies and the seed concept graph in "
               f"{time.perf_counter() - started:.1f} s")
-        settings = PipelineSettings(data_root=str(root))
-        resources = {"settings": settings, "io_manager": ParquetIOManager(settings=settings),
-                     "llm": LLMEndpointResource(concurrency=64)}
+        resources = rooted_resources(root, LLMEndpointResource(concurrency=64))
         assets = [defs.get_assets_def(name) for name in
                   ("cxr_studies", "concept_graph", "counterfactual_trajectories")]
 

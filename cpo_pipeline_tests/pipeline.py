@@ -7,17 +7,9 @@ import dagster as dg
 
 from cpo_pipeline.definitions import defs
 from cpo_pipeline.resources.llm import LLMEndpointResource
-from cpo_pipeline.resources.parquet_io_manager import ParquetIOManager
-from cpo_pipeline.resources.settings import PipelineSettings
+from cpo_pipeline.resources.rooted import rooted_resources
 
 ASSETS = ("cxr_studies", "concept_graph", "counterfactual_trajectories")
-
-
-def resources(data_root: Path, llm: LLMEndpointResource | None = None, **settings: str) -> dict:
-    """The Definitions' resources, rooted at `data_root` (extra `PipelineSettings` fields too)."""
-    configured = PipelineSettings(data_root=str(data_root), **settings)
-    return {"settings": configured, "io_manager": ParquetIOManager(settings=configured),
-            "llm": llm or LLMEndpointResource()}
 
 
 def materialize(
@@ -34,7 +26,7 @@ def materialize(
     `"+counterfactual_trajectories"`; default every asset) as `dagster asset materialize` would."""
     return dg.materialize(
         [defs.get_assets_def(name) for name in ASSETS],
-        resources=resources(data_root, llm, **settings),
+        resources=rooted_resources(data_root, llm, **settings),
         selection=selection if selection is None or isinstance(selection, str) else list(selection),
         run_config=run_config,
         instance=instance,
