@@ -28,8 +28,26 @@ None and NaN paint nothing; No Finding paints nothing either way):
 - Support Devices: thin bright tubes and lines (endotracheal tube, nasogastric tube, central
   line, ECG leads), sometimes a pacemaker box with its lead.
 
+`placements` (label -> `radiology.placement.Placement`) paints a finding where its report puts
+it; a field left None, or a finding without a placement, keeps the random choice above.
+
+- side is the patient's: on a frontal view "right" paints the image-left lung (or rib cage),
+  "left" the image-right one and "bilateral" both (a one-sided finding such as a nodule or a
+  pneumothorax once in each lung). A lateral view superimposes the lungs into one field, so side
+  changes nothing there. Edema is always bilateral; Cardiomegaly, Enlarged Cardiomediastinum and
+  Support Devices have no side.
+- zone is the band of lung height (apex 0, sulcus 1) the finding is centred in: upper 0.05-0.35,
+  middle 0.35-0.65, lower 0.62-0.92; for a fracture, which ribs break (upper 1-3, middle 4-6,
+  lower 7-8). Pneumothorax stays apical, effusion basal and edema perihilar whatever the zone.
+- extent fixes the size otherwise drawn at random (the cardiothoracic ratio and mediastinal
+  widening too): 1 ("large", "severe") paints the top of the random range, smaller words shrink
+  it linearly, a "trace" to a little over half. The amplitude stays the label's.
+
 Every random choice comes from streams split off `rng` in a fixed order, so the same seed gives
-the same patient whatever the labels: toggling one finding changes only that finding's pixels.
+the same patient whatever the labels: toggling one finding changes only that finding's pixels. A
+placement overrides a value only after it has been drawn, so a finding without one draws, and
+paints, exactly what it would with no placements at all; a second lung painted for "bilateral"
+draws after the first.
 """
 
 from __future__ import annotations
@@ -38,8 +56,21 @@ import itertools
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
+from typing import TypeVar
 
 import numpy as np
+
+from cpo_pipeline.radiology.placement import (
+    BILATERAL,
+    LEFT,
+    LOWER,
+    MIDDLE,
+    RIGHT,
+    SIDES,
+    UPPER,
+    ZONES,
+    Placement,
+)
 
 FRONTAL_VIEWS = ("PA", "AP")
 LATERAL_VIEWS = ("LATERAL", "LL")
@@ -49,6 +80,15 @@ _MAX_WORKING_SIDE = 768
 _LUNG_AIR = 0.36  # density a full lung air column removes from the soft tissue in front of it
 _PLEURAL_AIR = 0.07  # extra darkness of a pneumothorax over aerated lung
 _NORMAL_MEDIASTINUM = 0.14
+
+_UNPLACED = Placement()
+# Which lung (or rib cage) a patient's side is on a frontal view: `_Lung.side` and `_Ribs.side`.
+_IMAGE_SIDE = {RIGHT: -1, LEFT: 1}
+# Bands of lung height, 0 at the apex to 1 at the sulcus; lower overlaps middle a little so a
+# basal finding is not pushed below the domes, where little open lung is left to hold it.
+_ZONE_HEIGHTS = {UPPER: (0.05, 0.35), MIDDLE: (0.35, 0.65), LOWER: (0.62, 0.92)}
+# Posterior ribs (counted from 0 at the top) whose lateral arcs cross each band: [first, last).
+_ZONE_RIBS = {UPPER: (1, 4), MIDDLE: (4, 7), LOWER: (7, 9)}
 
 
 @dataclass(frozen=True)
@@ -129,6 +169,7 @@ class _Lung:
 class _Ribs:
     """One side's rib cage: which rib each pixel belongs to and its bone density."""
 
+    side: int  # as `_Lung.side`: +1 draws on the image right
     along: np.ndarray  # side-relative x
     index: np.ndarray  # rib number, counted from the top; outside the cage where density is 0
     density: np.ndarray
@@ -175,8 +216,13 @@ def render_chest_phantom(
     rng: np.random.Generator,
     *,
     bits_stored: int = 12,
+    placements: Mapping[str, Placement] | None = None,
 ) -> np.ndarray:
-    """Render a synthetic chest radiograph as uint16 (rows, cols), bright = dense, 0..2**bits-1."""
+    """Render a synthetic chest radiograph as uint16 (rows, cols), bright = dense, 0..2**bits-1.
+
+    `placements` (label -> side, zone, extent) paints those findings where their report puts
+    them; see the module docstring.
+    """
     if view not in FRONTAL_VIEWS + LATERAL_VIEWS:
         raise ValueError(f"view {view!r}: expected one of {FRONTAL_VIEWS + LATERAL_VIEWS}")
     if not 12 <= bits_stored <= 16:
@@ -185,6 +231,7 @@ def render_chest_phantom(
     if rows < 16 or cols < 16:
         raise ValueError(f"size {size}: expected at least 16 x 16 pixels")
     severities = _severities(findings)
+    placed = _placements(placements or {})
 
     body_seed, texture_seed, exposure_seed, *finding_seeds = rng.integers(
         0, 2**63, size=3 + len(_PAINTERS) + len(_RESHAPERS)
@@ -196,7 +243,7 @@ def render_chest_phantom(
     body = _sample_body(view, np.random.default_rng(body_seed))
     for name, reshape in _RESHAPERS.items():
         if name in severities:
-            body = reshape(body, severities[name], finding_rngs[name])
+            body = reshape(body, severities[name], finding_rngs[name], placed[name])
 
     factor = min(1.0, _MAX_WORKING_SIDE / max(rows, cols))
     grid = _grid((max(16, round(rows * factor)), max(16, round(cols * factor))), body)
@@ -206,7 +253,7 @@ def render_chest_phantom(
     film = _Film(*(np.zeros_like(grid.x) for _ in range(3)))
     for name, paint in _PAINTERS.items():
         if name in severities:
-            paint(anatomy, film, severities[name], finding_rngs[name])
+            paint(anatomy, film, severities[name], finding_rngs[name], placed[name])
 
     exposure_rng = np.random.default_rng(exposure_seed)
     exposure = _sample_exposure(view, exposure_rng)
@@ -227,6 +274,28 @@ def _severities(findings: Mapping[str, float | None]) -> dict[str, _Severity]:
             raise ValueError(f"finding {name!r} = {value!r}: expected 1.0, 0.0, -1.0 or None")
         severities[name] = _POSITIVE if value == 1.0 else _UNCERTAIN
     return severities
+
+
+def _placements(placements: Mapping[str, Placement]) -> dict[str, Placement]:
+    """Every painted finding's placement, `_UNPLACED` where none is given; bad values rejected
+    here, by label, rather than as a KeyError deep inside a painter."""
+    known = set(_PAINTERS) | set(_RESHAPERS) | {"No Finding"}
+    for name, placement in placements.items():
+        if name not in known:
+            raise ValueError(
+                f"placement {name!r}: expected a CheXpert label, one of {sorted(known)}"
+            )
+        extent = placement.extent
+        if (
+            placement.side not in (*SIDES, None)
+            or placement.zone not in (*ZONES, None)
+            or (extent is not None and not 0.0 < extent <= 1.0)
+        ):
+            raise ValueError(
+                f"placement {name!r} = {placement!r}: expected side in {SIDES}, zone in {ZONES}"
+                " and extent in (0, 1], each or None"
+            )
+    return {name: placements.get(name, _UNPLACED) for name in (*_RESHAPERS, *_PAINTERS)}
 
 
 def _sample_body(view: str, rng: np.random.Generator) -> _Body:
@@ -440,7 +509,12 @@ def _rib_cage(
     band = _inside(0.021 / spacing - np.abs(phase - index - 0.5), grid.edge / spacing)
     within = (index >= 0) & (index < 10)
     lateral = _inside(np.minimum(along - span[0], span[1] - along), 4 * grid.edge)
-    return _Ribs(along=along, index=index, density=density * band * within * lateral * visibility)
+    return _Ribs(
+        side=side,
+        along=along,
+        index=index,
+        density=density * band * within * lateral * visibility,
+    )
 
 
 def _radial_streaks(
@@ -683,6 +757,44 @@ def _pick_lung(anatomy: _Anatomy, rng: np.random.Generator) -> _Lung:
     return anatomy.lungs[int(rng.integers(len(anatomy.lungs)))]
 
 
+_Sided = TypeVar("_Sided", _Lung, _Ribs)
+
+
+def _on_sides(
+    parts: tuple[_Sided, ...], drawn: tuple[_Sided, ...], placement: Placement
+) -> tuple[_Sided, ...]:
+    """The lungs (or rib cages) to paint in: those drawn, or those the placement's side names.
+
+    `parts` is all of them; a lateral view has only one, superimposing both sides, so there the
+    side changes nothing. "bilateral" returns both in the anatomy's order (image left first), so
+    the first is painted with the values the drawn one would have been.
+    """
+    if placement.side is None or len(parts) == 1:
+        return drawn
+    if placement.side == BILATERAL:
+        return parts
+    return tuple(part for part in parts if part.side == _IMAGE_SIDE[placement.side])
+
+
+def _heights(default: tuple[float, float], placement: Placement) -> tuple[float, float]:
+    """The band of lung heights to centre a finding in: the placement's zone, else the
+    finding's own."""
+    return _ZONE_HEIGHTS.get(placement.zone, default)
+
+
+def _extent_factor(placement: Placement) -> float:
+    """How much of its largest size a finding is painted at: 1 unless the report's extent is
+    smaller (a trace, extent 0.35, paints at a little over half)."""
+    return 1.0 if placement.extent is None else 0.3 + 0.7 * placement.extent
+
+
+def _sized(drawn: float, largest: float, placement: Placement) -> float:
+    """A randomly drawn size, or, when the report states the extent, `largest` scaled by it.
+
+    The draw is made either way so the finding's later random choices stay where they were."""
+    return drawn if placement.extent is None else largest * _extent_factor(placement)
+
+
 def _lung_point(
     anatomy: _Anatomy, lung: _Lung, heights: tuple[float, float], rng: np.random.Generator
 ) -> tuple[float, float]:
@@ -706,134 +818,214 @@ def _lung_point(
     return lung.hilum
 
 
-def _enlarge_heart(body: _Body, severity: _Severity, rng: np.random.Generator) -> _Body:
-    ratio = 0.5 + severity.amplitude * rng.uniform(0.06, 0.16)
+def _enlarge_heart(
+    body: _Body, severity: _Severity, rng: np.random.Generator, placement: Placement
+) -> _Body:
+    ratio = 0.5 + severity.amplitude * _sized(rng.uniform(0.06, 0.16), 0.16, placement)
     return replace(body, cardiothoracic_ratio=ratio)
 
 
-def _widen_mediastinum(body: _Body, severity: _Severity, rng: np.random.Generator) -> _Body:
-    factor = 1.0 + severity.amplitude * rng.uniform(0.5, 0.85)
+def _widen_mediastinum(
+    body: _Body, severity: _Severity, rng: np.random.Generator, placement: Placement
+) -> _Body:
+    factor = 1.0 + severity.amplitude * _sized(rng.uniform(0.5, 0.85), 0.85, placement)
     return replace(body, mediastinum_half_width=body.mediastinum_half_width * factor)
 
 
 def _paint_atelectasis(
-    anatomy: _Anatomy, film: _Film, severity: _Severity, rng: np.random.Generator
+    anatomy: _Anatomy,
+    film: _Film,
+    severity: _Severity,
+    rng: np.random.Generator,
+    placement: Placement,
 ) -> None:
-    grid, lung = anatomy.grid, _pick_lung(anatomy, rng)
-    cx, cy = _lung_point(anatomy, lung, (0.6, 0.85), rng)
-    angle = rng.uniform(-0.35, 0.35)
-    length = rng.uniform(0.16, 0.26) * severity.size
-    thickness = 0.035 * severity.size
-    dx, dy = grid.x - cx, grid.y - cy
-    along = dx * math.cos(angle) + dy * math.sin(angle)
-    across = dy * math.cos(angle) - dx * math.sin(angle)
-    # Lens-shaped: thickest at the middle, tapering to the ends.
-    taper = np.clip(1.0 - (along / length) ** 2, 0.0, 1.0)
-    band = _inside(thickness * taper - np.abs(across), grid.edge)
-    volume_loss = _inside(rng.uniform(0.05, 0.08) * severity.size - lung.floor_gap, grid.edge)
-    film.opacity += severity.amplitude * (0.9 * band + volume_loss) * lung.mask
+    grid = anatomy.grid
+    for lung in _on_sides(anatomy.lungs, (_pick_lung(anatomy, rng),), placement):
+        cx, cy = _lung_point(anatomy, lung, _heights((0.6, 0.85), placement), rng)
+        angle = rng.uniform(-0.35, 0.35)
+        length = _sized(rng.uniform(0.16, 0.26), 0.26, placement) * severity.size
+        thickness = 0.035 * _extent_factor(placement) * severity.size
+        dx, dy = grid.x - cx, grid.y - cy
+        along = dx * math.cos(angle) + dy * math.sin(angle)
+        across = dy * math.cos(angle) - dx * math.sin(angle)
+        # Lens-shaped: thickest at the middle, tapering to the ends.
+        taper = np.clip(1.0 - (along / length) ** 2, 0.0, 1.0)
+        band = _inside(thickness * taper - np.abs(across), grid.edge)
+        # Volume loss raises that side's hemidiaphragm, whichever zone the band is in.
+        rise = _sized(rng.uniform(0.05, 0.08), 0.08, placement) * severity.size
+        volume_loss = _inside(rise - lung.floor_gap, grid.edge)
+        film.opacity += severity.amplitude * (0.9 * band + volume_loss) * lung.mask
 
 
 def _paint_consolidation(
-    anatomy: _Anatomy, film: _Film, severity: _Severity, rng: np.random.Generator
+    anatomy: _Anatomy,
+    film: _Film,
+    severity: _Severity,
+    rng: np.random.Generator,
+    placement: Placement,
 ) -> None:
-    lung = _pick_lung(anatomy, rng)
-    centre = _lung_point(anatomy, lung, (0.25, 0.85), rng)
-    radius = rng.uniform(0.15, 0.24) * severity.size * (1.0 + 0.2 * anatomy.mottle)
-    patch = _blob(anatomy.grid, centre, radius, 0.35)
-    film.opacity += severity.amplitude * 0.85 * patch * (0.9 + 0.1 * anatomy.mottle) * lung.mask
+    for lung in _on_sides(anatomy.lungs, (_pick_lung(anatomy, rng),), placement):
+        centre = _lung_point(anatomy, lung, _heights((0.25, 0.85), placement), rng)
+        radius = (
+            _sized(rng.uniform(0.15, 0.24), 0.24, placement)
+            * severity.size
+            * (1.0 + 0.2 * anatomy.mottle)
+        )
+        patch = _blob(anatomy.grid, centre, radius, 0.35)
+        texture = 0.9 + 0.1 * anatomy.mottle
+        film.opacity += severity.amplitude * 0.85 * patch * texture * lung.mask
 
 
 def _paint_pneumonia(
-    anatomy: _Anatomy, film: _Film, severity: _Severity, rng: np.random.Generator
+    anatomy: _Anatomy,
+    film: _Film,
+    severity: _Severity,
+    rng: np.random.Generator,
+    placement: Placement,
 ) -> None:
-    lung = _pick_lung(anatomy, rng)
-    centre = _lung_point(anatomy, lung, (0.45, 0.9), rng)
-    radius = rng.uniform(0.18, 0.28) * severity.size * (1.0 + 0.25 * anatomy.mottle)
-    patch = _blob(anatomy.grid, centre, radius, 0.6)
-    patchy = np.clip(0.55 + 0.6 * anatomy.mottle, 0.2, 1.0)
-    film.opacity += severity.amplitude * 0.8 * patch * patchy * lung.mask
+    for lung in _on_sides(anatomy.lungs, (_pick_lung(anatomy, rng),), placement):
+        centre = _lung_point(anatomy, lung, _heights((0.45, 0.9), placement), rng)
+        radius = (
+            _sized(rng.uniform(0.18, 0.28), 0.28, placement)
+            * severity.size
+            * (1.0 + 0.25 * anatomy.mottle)
+        )
+        patch = _blob(anatomy.grid, centre, radius, 0.6)
+        patchy = np.clip(0.55 + 0.6 * anatomy.mottle, 0.2, 1.0)
+        film.opacity += severity.amplitude * 0.8 * patch * patchy * lung.mask
 
 
 def _paint_lung_opacity(
-    anatomy: _Anatomy, film: _Film, severity: _Severity, rng: np.random.Generator
+    anatomy: _Anatomy,
+    film: _Film,
+    severity: _Severity,
+    rng: np.random.Generator,
+    placement: Placement,
 ) -> None:
-    lung = _pick_lung(anatomy, rng)
-    centre = _lung_point(anatomy, lung, (0.2, 0.85), rng)
-    haze = _blob(anatomy.grid, centre, rng.uniform(0.22, 0.32) * severity.size, 1.5)
-    film.opacity += severity.amplitude * 0.55 * haze * lung.mask
+    for lung in _on_sides(anatomy.lungs, (_pick_lung(anatomy, rng),), placement):
+        centre = _lung_point(anatomy, lung, _heights((0.2, 0.85), placement), rng)
+        radius = _sized(rng.uniform(0.22, 0.32), 0.32, placement) * severity.size
+        haze = _blob(anatomy.grid, centre, radius, 1.5)
+        film.opacity += severity.amplitude * 0.55 * haze * lung.mask
 
 
 def _paint_edema(
-    anatomy: _Anatomy, film: _Film, severity: _Severity, rng: np.random.Generator
+    anatomy: _Anatomy,
+    film: _Film,
+    severity: _Severity,
+    rng: np.random.Generator,
+    placement: Placement,
 ) -> None:
-    radius = rng.uniform(0.42, 0.55) * severity.size
+    """Both lungs around the hila, always: a side or zone in the report changes nothing."""
+    radius = _sized(rng.uniform(0.42, 0.55), 0.55, placement) * severity.size
     for lung in anatomy.lungs:
         haze = _blob(anatomy.grid, lung.hilum, radius, 1.2) * (0.8 + 0.2 * anatomy.mottle)
         film.opacity += severity.amplitude * 0.55 * haze * lung.mask
 
 
 def _paint_lung_lesion(
-    anatomy: _Anatomy, film: _Film, severity: _Severity, rng: np.random.Generator
+    anatomy: _Anatomy,
+    film: _Film,
+    severity: _Severity,
+    rng: np.random.Generator,
+    placement: Placement,
 ) -> None:
-    lung = _pick_lung(anatomy, rng)
-    centre = _lung_point(anatomy, lung, (0.1, 0.8), rng)
-    nodule = _blob(anatomy.grid, centre, rng.uniform(0.04, 0.09) * severity.size, 0.15)
-    film.opacity += severity.amplitude * 0.9 * nodule * lung.mask
+    for lung in _on_sides(anatomy.lungs, (_pick_lung(anatomy, rng),), placement):
+        centre = _lung_point(anatomy, lung, _heights((0.1, 0.8), placement), rng)
+        radius = _sized(rng.uniform(0.04, 0.09), 0.09, placement) * severity.size
+        nodule = _blob(anatomy.grid, centre, radius, 0.15)
+        film.opacity += severity.amplitude * 0.9 * nodule * lung.mask
 
 
 def _paint_pleural_effusion(
-    anatomy: _Anatomy, film: _Film, severity: _Severity, rng: np.random.Generator
+    anatomy: _Anatomy,
+    film: _Film,
+    severity: _Severity,
+    rng: np.random.Generator,
+    placement: Placement,
 ) -> None:
+    """Basal by nature: the report's zone changes nothing, its extent sets the depth."""
     bilateral = len(anatomy.lungs) > 1 and rng.random() < 0.3
-    lungs = anatomy.lungs if bilateral else (_pick_lung(anatomy, rng),)
-    for lung in lungs:
-        depth = rng.uniform(0.12, 0.3) * severity.size
+    drawn = anatomy.lungs if bilateral else (_pick_lung(anatomy, rng),)
+    for lung in _on_sides(anatomy.lungs, drawn, placement):
+        depth = _sized(rng.uniform(0.12, 0.3), 0.3, placement) * severity.size
         # The fluid climbs the lateral wall: a meniscus rising toward wall_gap = 0.
-        meniscus = 0.12 * severity.size * np.clip(1.0 - lung.wall_gap / 0.3, 0.0, 1.0) ** 2
+        climb = np.clip(1.0 - lung.wall_gap / 0.3, 0.0, 1.0) ** 2
+        meniscus = 0.12 * _extent_factor(placement) * severity.size * climb
         fluid = _inside(anatomy.grid.y - (lung.sulcus_y - depth - meniscus), 2 * anatomy.grid.edge)
         film.opacity += severity.amplitude * fluid * lung.mask
 
 
 def _paint_pleural_other(
-    anatomy: _Anatomy, film: _Film, severity: _Severity, rng: np.random.Generator
+    anatomy: _Anatomy,
+    film: _Film,
+    severity: _Severity,
+    rng: np.random.Generator,
+    placement: Placement,
 ) -> None:
-    grid, lung = anatomy.grid, _pick_lung(anatomy, rng)
-    top = lung.apex_y + rng.uniform(0.15, 0.35) * (lung.sulcus_y - lung.apex_y)
-    bottom = top + rng.uniform(0.35, 0.5) * (lung.sulcus_y - lung.apex_y)
-    thickness = (0.045 + 0.02 * anatomy.mottle) * severity.size
-    stretch = _inside(np.minimum(grid.y - top, bottom - grid.y), 0.06)
-    rind = _inside(thickness - lung.wall_gap, grid.edge) * stretch * lung.mask
-    film.opacity += severity.amplitude * rind
+    grid = anatomy.grid
+    for lung in _on_sides(anatomy.lungs, (_pick_lung(anatomy, rng),), placement):
+        height = lung.sulcus_y - lung.apex_y
+        start = rng.uniform(0.15, 0.35)
+        length = _sized(rng.uniform(0.35, 0.5), 0.5, placement)
+        if placement.zone is not None:  # the stretch of wall centred on the report's zone
+            low, high = _ZONE_HEIGHTS[placement.zone]
+            start = (low + high - length) / 2
+        top = lung.apex_y + start * height
+        bottom = top + length * height
+        thickness = (0.045 + 0.02 * anatomy.mottle) * (severity.size * _extent_factor(placement))
+        stretch = _inside(np.minimum(grid.y - top, bottom - grid.y), 0.06)
+        rind = _inside(thickness - lung.wall_gap, grid.edge) * stretch * lung.mask
+        film.opacity += severity.amplitude * rind
 
 
 def _paint_pneumothorax(
-    anatomy: _Anatomy, film: _Film, severity: _Severity, rng: np.random.Generator
+    anatomy: _Anatomy,
+    film: _Film,
+    severity: _Severity,
+    rng: np.random.Generator,
+    placement: Placement,
 ) -> None:
-    grid, lung = anatomy.grid, _pick_lung(anatomy, rng)
-    gap = rng.uniform(0.07, 0.14) * severity.size
-    upper = np.clip((lung.hilum[1] + 0.1 - grid.y) / 0.3, 0.0, 1.0)
-    pleural_air = _inside(gap - lung.wall_gap, grid.edge) * upper * lung.mask
-    np.maximum(film.lucency, severity.amplitude * pleural_air, out=film.lucency)
-    pleural_line = _inside(0.006 - np.abs(lung.wall_gap - gap), grid.edge) * upper * lung.mask
-    film.overlay += 0.12 * severity.amplitude * pleural_line
+    """Apical by nature: the report's zone changes nothing, its extent sets the rim's width."""
+    grid = anatomy.grid
+    for lung in _on_sides(anatomy.lungs, (_pick_lung(anatomy, rng),), placement):
+        gap = _sized(rng.uniform(0.07, 0.14), 0.14, placement) * severity.size
+        upper = np.clip((lung.hilum[1] + 0.1 - grid.y) / 0.3, 0.0, 1.0)
+        pleural_air = _inside(gap - lung.wall_gap, grid.edge) * upper * lung.mask
+        np.maximum(film.lucency, severity.amplitude * pleural_air, out=film.lucency)
+        pleural_line = _inside(0.006 - np.abs(lung.wall_gap - gap), grid.edge) * upper * lung.mask
+        film.overlay += 0.12 * severity.amplitude * pleural_line
 
 
 def _paint_fracture(
-    anatomy: _Anatomy, film: _Film, severity: _Severity, rng: np.random.Generator
+    anatomy: _Anatomy,
+    film: _Film,
+    severity: _Severity,
+    rng: np.random.Generator,
+    placement: Placement,
 ) -> None:
-    ribs = anatomy.ribs[int(rng.integers(len(anatomy.ribs)))]
-    rib = int(rng.integers(3, 8))
-    lung = anatomy.lungs[0]
-    at = lung.medial_x + rng.uniform(0.45, 0.8) * (lung.lateral_x - lung.medial_x)
-    gap = 0.035 * severity.size
-    broken = (ribs.index == rib) * _inside(gap - np.abs(ribs.along - at), anatomy.grid.edge)
-    film.overlay -= severity.amplitude * ribs.density * broken
+    drawn = anatomy.ribs[int(rng.integers(len(anatomy.ribs)))]
+    for ribs in _on_sides(anatomy.ribs, (drawn,), placement):
+        rib = int(rng.integers(3, 8))
+        if placement.zone is not None:
+            first, stop = _ZONE_RIBS[placement.zone]
+            rib = first + (rib - 3) % (stop - first)
+        # The break sits over the lateral half of the same side's lung, in side-relative x.
+        lung = next(lung for lung in anatomy.lungs if lung.side == ribs.side)
+        at = lung.medial_x + rng.uniform(0.45, 0.8) * (lung.lateral_x - lung.medial_x)
+        gap = 0.035 * _extent_factor(placement) * severity.size
+        broken = (ribs.index == rib) * _inside(gap - np.abs(ribs.along - at), anatomy.grid.edge)
+        film.overlay -= severity.amplitude * ribs.density * broken
 
 
 def _paint_support_devices(
-    anatomy: _Anatomy, film: _Film, severity: _Severity, rng: np.random.Generator
+    anatomy: _Anatomy,
+    film: _Film,
+    severity: _Severity,
+    rng: np.random.Generator,
+    placement: Placement,
 ) -> None:
+    """Devices run where anatomy puts them: a placement changes nothing."""
     grid, marks = anatomy.grid, anatomy.landmarks
     brightness = 0.35 * severity.amplitude
     wanted = rng.random(5) < (0.55, 0.45, 0.55, 0.2, 0.3)
@@ -881,8 +1073,8 @@ def _paint_support_devices(
     film.overlay += devices
 
 
-_Reshaper = Callable[[_Body, _Severity, np.random.Generator], _Body]
-_Painter = Callable[[_Anatomy, _Film, _Severity, np.random.Generator], None]
+_Reshaper = Callable[[_Body, _Severity, np.random.Generator, Placement], _Body]
+_Painter = Callable[[_Anatomy, _Film, _Severity, np.random.Generator, Placement], None]
 
 # Findings that change the anatomy itself, applied before the body is drawn.
 _RESHAPERS: dict[str, _Reshaper] = {

@@ -1,10 +1,13 @@
 """The synthetic chest radiograph: its pixels, its determinism, and where each finding shows."""
 
+from functools import cache
+
 import numpy as np
 import pytest
 
 from cpo_pipeline.demo.phantom import render_chest_phantom
 from cpo_pipeline.radiology.chexpert import CHEXPERT_LABELS
+from cpo_pipeline.radiology.placement import Placement
 
 SIZE = (192, 160)
 PAINTED_FINDINGS = tuple(label for label in CHEXPERT_LABELS if label != "No Finding")
@@ -20,13 +23,59 @@ DENSITIES = (
     "Support Devices",
 )
 SEEDS = (0, 1, 2)
+# Findings a report gives a side, painted in the lung (or rib cage) that side names.
+SIDED = (
+    "Atelectasis",
+    "Consolidation",
+    "Fracture",
+    "Lung Lesion",
+    "Lung Opacity",
+    "Pleural Effusion",
+    "Pleural Other",
+    "Pneumonia",
+    "Pneumothorax",
+)
+PLACED_SIZE = (128, 128)  # placement tests compare where changes fall, which small films show
 
 
-def render(findings=None, *, seed=7, view="PA", size=SIZE, bits_stored=12) -> np.ndarray:
+def render(
+    findings=None, *, seed=7, view="PA", size=SIZE, bits_stored=12, placements=None
+) -> np.ndarray:
     image = render_chest_phantom(
-        findings or {}, view, size, np.random.default_rng(seed), bits_stored=bits_stored
+        findings or {},
+        view,
+        size,
+        np.random.default_rng(seed),
+        bits_stored=bits_stored,
+        placements=placements,
     )
     return image.astype(np.int64)
+
+
+@cache
+def unpainted(seed: int, view: str, size: tuple[int, int]) -> np.ndarray:
+    """The patient with no findings, rendered once per seed for the many placement comparisons."""
+    image = render(seed=seed, view=view, size=size)
+    image.flags.writeable = False
+    return image
+
+
+def placed(finding, placement, *, seed, view="PA", size=PLACED_SIZE) -> np.ndarray:
+    """How much a finding placed by `placement` changes each pixel of the same patient's film."""
+    image = render({finding: 1.0}, seed=seed, view=view, size=size, placements={finding: placement})
+    return np.abs(image - unpainted(seed, view, size))
+
+
+def image_halves(change: np.ndarray) -> tuple[float, float]:
+    """The change's mass in the image-left and the image-right half."""
+    left, right = np.split(change, 2, axis=1)
+    return float(left.sum()), float(right.sum())
+
+
+def height_of(change: np.ndarray) -> float:
+    """Centre of mass of the change, as a fraction of the image height from the top."""
+    rows = np.arange(change.shape[0]) + 0.5
+    return float((change.sum(axis=1) * rows).sum() / change.sum() / change.shape[0])
 
 
 def painted(finding, *, value=1.0, seed=7, view="PA", size=SIZE) -> np.ndarray:
@@ -242,3 +291,117 @@ def test_unsupported_view_is_rejected():
 def test_bits_stored_outside_12_to_16_is_rejected(bits_stored):
     with pytest.raises(ValueError, match="bits_stored"):
         render_chest_phantom({}, "PA", SIZE, np.random.default_rng(0), bits_stored=bits_stored)
+
+
+@pytest.mark.parametrize("bad", [{"Nodule": Placement("left")}, {"Edema": Placement("top")}])
+def test_placement_for_an_unknown_label_or_side_is_rejected(bad):
+    with pytest.raises(ValueError, match="Nodule|top"):
+        render_chest_phantom({}, "PA", SIZE, np.random.default_rng(0), placements=bad)
+
+
+@pytest.mark.parametrize("view", ["PA", "LATERAL"])
+def test_no_placements_or_empty_ones_render_the_image_without_the_argument(view):
+    findings = dict.fromkeys(PAINTED_FINDINGS, 1.0)
+    without = render(findings, view=view)
+    empty = dict.fromkeys(CHEXPERT_LABELS, Placement())
+
+    assert np.array_equal(render(findings, view=view, placements={}), without)
+    assert np.array_equal(render(findings, view=view, placements=empty), without)
+
+
+def test_placement_of_an_absent_finding_paints_nothing():
+    placements = {"Pneumothorax": Placement("left", "upper", 1.0)}
+
+    assert np.array_equal(render({"Edema": 1.0}, placements=placements), render({"Edema": 1.0}))
+
+
+def test_placing_one_finding_leaves_the_others_where_they_were():
+    findings = {"Consolidation": 1.0, "Lung Lesion": 1.0, "Support Devices": 1.0}
+    placements = {"Consolidation": Placement("left", "lower", 1.0)}
+    base = render()
+    # Wherever consolidation paints, placed or not, the other findings may be covered by it.
+    consolidation = (render({"Consolidation": 1.0}) != base) | (
+        render({"Consolidation": 1.0}, placements=placements) != base
+    )
+    others = render({"Lung Lesion": 1.0, "Support Devices": 1.0}) != base
+
+    with_placement = render(findings, placements=placements)
+    without = render(findings)
+
+    assert (others & ~consolidation).sum() > 50  # the comparison below sees the other findings
+    assert np.array_equal(with_placement[~consolidation], without[~consolidation])
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("side", ["right", "left"])
+@pytest.mark.parametrize("finding", SIDED)
+def test_sided_finding_paints_the_patients_side_on_a_frontal_film(finding, side, seed):
+    left, right = image_halves(placed(finding, Placement(side=side), seed=seed))
+    # The patient's right is the image left on a frontal film.
+    named, other = (left, right) if side == "right" else (right, left)
+
+    assert named > 0.9 * (named + other)
+
+
+@pytest.mark.parametrize("finding", ["Pleural Effusion", "Lung Lesion", "Pneumothorax", "Fracture"])
+@pytest.mark.parametrize("seed", SEEDS)
+def test_bilateral_finding_changes_both_halves_of_a_frontal_film(seed, finding):
+    left, right = image_halves(placed(finding, Placement(side="bilateral"), seed=seed))
+
+    assert min(left, right) > 0.15 * (left + right)
+
+
+@pytest.mark.parametrize("finding", ["Consolidation", "Pleural Effusion", "Fracture"])
+def test_side_changes_nothing_on_a_lateral_film(finding):
+    """The lateral view superimposes both lungs: a side has nowhere else to go."""
+    unplaced = placed(finding, Placement(), seed=0, view="LATERAL")
+
+    for side in ("right", "left", "bilateral"):
+        assert np.array_equal(placed(finding, Placement(side), seed=0, view="LATERAL"), unplaced)
+    assert unplaced.max() > 150
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("finding", ["Consolidation", "Lung Lesion", "Pleural Other", "Fracture"])
+def test_zone_sets_how_high_in_the_lung_the_finding_is(finding, seed):
+    upper, middle, lower = (
+        height_of(placed(finding, Placement(zone=zone), seed=seed))
+        for zone in ("upper", "middle", "lower")
+    )
+
+    assert upper < middle < lower
+    assert lower - upper > 0.15
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_pneumothorax_stays_apical_and_effusion_basal_whatever_the_zone(seed):
+    pneumothorax = placed("Pneumothorax", Placement("right", "lower"), seed=seed)
+    effusion = placed("Pleural Effusion", Placement("right", "upper"), seed=seed)
+    rows = PLACED_SIZE[0]
+
+    assert not pneumothorax[rows // 2 :].any() and pneumothorax.any()
+    assert not effusion[: int(0.4 * rows)].any() and effusion.any()
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize(
+    "finding", ["Pleural Effusion", "Cardiomegaly", "Consolidation", "Lung Lesion", "Pneumothorax"]
+)
+def test_larger_extent_paints_a_larger_finding(finding, seed):
+    small = (placed(finding, Placement(extent=0.55), seed=seed) > 0).sum()
+    large = (placed(finding, Placement(extent=1.0), seed=seed) > 0).sum()
+
+    assert large > 1.15 * small > 0
+
+
+def test_large_effusion_rises_higher_than_a_small_one_in_another_patient():
+    """The extent, not the patient's draw, sets the depth of the fluid."""
+
+    def top_row(change):
+        return int(np.argmax(change.any(axis=1)))
+
+    for small_seed, large_seed in ((0, 1), (1, 2), (2, 0)):
+        small = placed("Pleural Effusion", Placement("right", extent=0.35), seed=small_seed)
+        large = placed("Pleural Effusion", Placement("right", extent=1.0), seed=large_seed)
+
+        assert top_row(large) < top_row(small)
