@@ -28,7 +28,7 @@ from cpo_pipeline.demo.reports import (
     sample_labels,
     write_report_parts,
 )
-from cpo_pipeline.radiology.chexpert import CHEXPERT_LABELS
+from cpo_pipeline.radiology.chexpert import CHEXPERT_LABELS, LABEL_POSITIVE
 
 Release = Literal["dicom", "jpg"]
 
@@ -177,10 +177,22 @@ def _official_jpg(pixels: np.ndarray) -> Image.Image:
     return ImageOps.equalize(Image.fromarray(scaled.astype(np.uint8), mode="L"))
 
 
+def painted(labels: dict[str, float | None]) -> dict[str, float | None]:
+    """What the image shows of a study's labels: its positive findings only.
+
+    The answer policy for uncertain findings ("possible small left effusion"): a hedge is not a
+    diagnosis, so the answer line leaves it out (`positive_diseases`, CheXpert's U-Zeros
+    reading), and the image agrees: the finding is not painted, faintly or otherwise. An
+    uncertain-only study is answered "No Finding" beside an image that shows none.
+    """
+    return {label: value for label, value in labels.items() if value == LABEL_POSITIVE}
+
+
 def _write_image(root: Path, config: DemoConfig, study: DemoStudy, index: int) -> None:
     image = study.images[index]
     pixels = render_chest_phantom(
-        study.labels, image.view_position, (image.rows, image.cols), _image_rng(config, study, index)
+        painted(study.labels), image.view_position, (image.rows, image.cols),
+        _image_rng(config, study, index), placements=study.parts.placements,
     )
     extension = "dcm" if config.release == "dicom" else "jpg"
     path = root / layout.image_relpath(study.subject_id, study.study_id, image.dicom_id, extension)

@@ -13,7 +13,7 @@ where the labeller only marks an opacity the text names.
 from __future__ import annotations
 
 import textwrap
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -27,6 +27,22 @@ from cpo_pipeline.radiology.chexpert import (
     UNCERTAIN_RATE,
 )
 from cpo_pipeline.radiology.labeller import no_finding
+from cpo_pipeline.radiology.phrase_bank import (
+    FINDINGS_ORDER,
+    HEDGES,
+    LISTED_NEGATIONS,
+    LUNG_FINDINGS,
+    NEGATIONS,
+    PAIRED_HEDGES,
+    PAIRED_SENTENCES,
+    PHRASINGS,
+    draw_slots,
+    listed,
+    pick,
+    sentence,
+    with_sign,
+)
+from cpo_pipeline.radiology.placement import Placement, placement_of
 
 # ---------------------------------------------------------------------------------------------
 # Labels
@@ -153,254 +169,6 @@ def sample_labels(rng: np.random.Generator) -> dict[str, float | None]:
 # Sentences
 
 @dataclass(frozen=True)
-class _Phrasing:
-    """How reports state one label. Templates fill slots such as {side} and {lobe}.
-
-    `positive`, `negative_sentences` and `uncertain_sentences` are whole sentences; `uncertain`
-    and `negated` are bare noun phrases that hedges ("possible ...") and negations ("no ..., ...
-    or ...") wrap, alone or in lists.
-    """
-
-    positive: tuple[str, ...]
-    uncertain: tuple[str, ...] = ()
-    negated: tuple[str, ...] = ()
-    negative_sentences: tuple[str, ...] = ()
-    uncertain_sentences: tuple[str, ...] = ()
-
-
-_PHRASINGS: dict[str, _Phrasing] = {
-    "Support Devices": _Phrasing(
-        positive=(
-            "{side}-sided PICC with tip in the low SVC",
-            "endotracheal tube terminates {depth} above the carina",
-            "nasogastric tube courses below the diaphragm with the tip in the stomach",
-            "{side} internal jugular central venous catheter with tip at the cavoatrial junction",
-            "left chest wall pacemaker with leads in the right atrium and right ventricle",
-            "{side} chest tube in place",
-        ),
-        uncertain_sentences=("possible retained catheter fragment in the {side} chest",),
-        negative_sentences=(
-            "the endotracheal tube has been removed",
-            "interval removal of the nasogastric tube",
-            "the {side} PICC has been removed",
-        ),
-    ),
-    "Lung Opacity": _Phrasing(
-        positive=(
-            "patchy opacity in the {lobe}",
-            "bibasilar opacities",
-            "hazy {lobe} opacification",
-            "increased interstitial markings",
-        ),
-        uncertain=("faint opacity at the {side} lung base", "subtle {lobe} opacity"),
-        negated=("focal opacity", "focal airspace opacity"),
-    ),
-    "Consolidation": _Phrasing(
-        positive=(
-            "patchy {lobe} consolidation",
-            "focal consolidation in the {lobe}",
-            "dense retrocardiac consolidation",
-        ),
-        uncertain=(
-            "focal consolidation at the {side} base",
-            "small area of consolidation in the {lobe}",
-        ),
-        negated=("focal consolidation", "consolidation"),
-    ),
-    "Pneumonia": _Phrasing(
-        positive=(
-            "{lobe} pneumonia",
-            "findings are consistent with {lobe} pneumonia",
-            "multifocal pneumonia",
-        ),
-        uncertain=(
-            "early pneumonia", "{lobe} pneumonia", "aspiration pneumonia", "infectious process",
-        ),
-        negated=("pneumonia",),
-        negative_sentences=("interval resolution of the {lobe} pneumonia",),
-    ),
-    "Atelectasis": _Phrasing(
-        positive=(
-            "{degree} bibasilar atelectasis",
-            "subsegmental atelectasis at the {side} lung base",
-            "plate-like atelectasis in the {side} mid lung",
-            "{lobe} collapse",
-        ),
-        uncertain=("subsegmental atelectasis at the {side} base", "{side} basilar atelectasis"),
-        negated=("atelectasis",),
-    ),
-    "Edema": _Phrasing(
-        positive=(
-            "{degree} pulmonary edema",
-            "{degree} interstitial pulmonary edema",
-            "pulmonary vascular congestion with {degree} interstitial edema",
-            "findings are consistent with {degree} congestive heart failure",
-        ),
-        uncertain=(
-            "mild pulmonary edema", "mild interstitial edema", "pulmonary vascular congestion",
-        ),
-        negated=("pulmonary edema", "pulmonary vascular congestion"),
-    ),
-    "Lung Lesion": _Phrasing(
-        positive=(
-            "a {nodule} nodule in the {lobe}",
-            "a spiculated mass in the {lobe}",
-            "multiple pulmonary nodules",
-        ),
-        uncertain=("{nodule} nodule in the {lobe}", "small nodule in the {lobe}"),
-        negated=("suspicious pulmonary nodule", "pulmonary mass"),
-    ),
-    "Pleural Effusion": _Phrasing(
-        positive=(
-            "{size} {side} pleural effusion",
-            "{size} bilateral pleural effusions",
-            "there is a layering {side} pleural effusion",
-            "a {size} {side} effusion is present",
-        ),
-        uncertain=("small {side} pleural effusion", "trace {side} effusion"),
-        negated=("pleural effusion", "effusion"),
-        negative_sentences=("the previously seen {side} pleural effusion has resolved",),
-    ),
-    "Pneumothorax": _Phrasing(
-        positive=("{size} {side} apical pneumothorax", "there is a {size} {side} pneumothorax"),
-        uncertain=("tiny {side} apical pneumothorax", "small {side} pneumothorax"),
-        negated=("pneumothorax",),
-        negative_sentences=("the {side} pneumothorax has resolved",),
-    ),
-    "Pleural Other": _Phrasing(
-        positive=("{side} apical pleural thickening", "calcified pleural plaques"),
-        uncertain=("pleural thickening at the {side} apex",),
-        negated=("pleural thickening",),
-    ),
-    "Cardiomegaly": _Phrasing(
-        positive=(
-            "{degree} cardiomegaly",
-            "the heart is {degree}ly enlarged",
-            "the cardiac silhouette is enlarged",
-            "{degree} enlargement of the cardiac silhouette",
-        ),
-        uncertain=("mild cardiomegaly",),
-        negated=("cardiomegaly",),
-        negative_sentences=(
-            "heart size is normal",
-            "the heart is normal in size",
-            "normal heart size",
-            "the cardiac silhouette is within normal limits",
-            "the heart is not enlarged",
-        ),
-        uncertain_sentences=(
-            "heart size is stable",
-            "stable heart size",
-            "the cardiac silhouette is unchanged",
-            "heart size is top normal",
-            "borderline cardiomegaly",
-            "the heart is stable in size",
-        ),
-    ),
-    "Enlarged Cardiomediastinum": _Phrasing(
-        positive=(
-            "the mediastinum is widened",
-            "widened mediastinum",
-            "enlarged cardiomediastinal silhouette",
-        ),
-        uncertain=("mediastinal widening",),
-        negated=("mediastinal widening",),
-        negative_sentences=(
-            "the mediastinal contours are normal",
-            "normal cardiomediastinal silhouette",
-            "the cardiomediastinal silhouette is unremarkable",
-        ),
-        uncertain_sentences=(
-            "stable cardiomediastinal silhouette",
-            "the mediastinal contours are unchanged",
-            "the cardiomediastinal silhouette is stable",
-        ),
-    ),
-    "Fracture": _Phrasing(
-        positive=(
-            "acute fracture of the {side} {rib} rib",
-            "healed {side} rib fractures",
-            "nondisplaced fracture of the {side} posterior {rib} rib",
-        ),
-        uncertain=("nondisplaced fracture of the {side} {rib} rib",),
-        negated=("displaced rib fracture", "acute rib fracture"),
-    ),
-}
-
-# One sentence for two labels of the same status, used when both hold.
-_PAIRED_SENTENCES: dict[tuple[str, str, float], tuple[str, ...]] = {
-    ("Lung Opacity", "Pneumonia", LABEL_POSITIVE): (
-        "patchy opacity in the {lobe} consistent with pneumonia",
-        "{lobe} opacity compatible with pneumonia",
-    ),
-    ("Pleural Effusion", "Atelectasis", LABEL_POSITIVE): (
-        "{size} {side} pleural effusion with adjacent atelectasis",
-    ),
-    ("Cardiomegaly", "Edema", LABEL_POSITIVE): (
-        "{degree} cardiomegaly with pulmonary vascular congestion",
-    ),
-    ("Cardiomegaly", "Enlarged Cardiomediastinum", LABEL_NEGATIVE): (
-        "heart size and mediastinal contours are normal",
-        "the heart size and cardiomediastinal silhouette are normal",
-        "normal heart size and mediastinal contours",
-    ),
-    ("Cardiomegaly", "Enlarged Cardiomediastinum", LABEL_UNCERTAIN): (
-        "heart size and mediastinal contours are stable",
-        "stable heart size and mediastinal contours",
-    ),
-}
-
-_HEDGES = ("possible {}", "cannot exclude {}", "{} cannot be excluded", "questionable {}")
-_PAIRED_HEDGES = ("possible {} or {}", "{} versus {}", "cannot exclude {} or {}")
-_NEGATIONS = ("no {}", "there is no {}", "no evidence of {}", "{} is not seen")
-_LISTED_NEGATIONS = ("no {}", "there is no {}", "no evidence of {}")
-
-# Anatomical reading order of a findings section: devices, lungs, pleura, heart, bones.
-_FINDINGS_ORDER = (
-    "Support Devices", "Lung Opacity", "Consolidation", "Pneumonia", "Atelectasis", "Edema",
-    "Lung Lesion", "Pleural Effusion", "Pneumothorax", "Pleural Other", "Cardiomegaly",
-    "Enlarged Cardiomediastinum", "Fracture",
-)
-_LUNG_FINDINGS = (
-    "Lung Opacity", "Consolidation", "Pneumonia", "Atelectasis", "Edema", "Lung Lesion",
-)
-
-_LOBES = ("right lower lobe", "left lower lobe", "right upper lobe", "left upper lobe",
-          "right middle lobe")
-_RIBS = ("fourth", "fifth", "sixth", "seventh", "eighth", "ninth")
-_NODULE_SIZES = ("6 mm", "8 mm", "1.2 cm", "1.5 cm", "2.3 cm")
-
-
-def _pick(rng: np.random.Generator, options: tuple[str, ...]) -> str:
-    return options[int(rng.integers(len(options)))]
-
-
-def _draw_slots(rng: np.random.Generator) -> dict[str, str]:
-    """One study's side, size, lobe ...: shared by all its findings, so they tell one story."""
-    return {
-        "side": _pick(rng, ("right", "left")),
-        "size": _pick(rng, ("small", "moderate", "large")),
-        "degree": _pick(rng, ("mild", "moderate", "severe")),
-        "lobe": _pick(rng, _LOBES),
-        "rib": _pick(rng, _RIBS),
-        "depth": f"{int(rng.integers(2, 7))} cm",
-        "nodule": _pick(rng, _NODULE_SIZES),
-    }
-
-
-def _sentence(text: str) -> str:
-    return text[0].upper() + text[1:] + "."
-
-
-def _listed(phrases: list[str]) -> str:
-    if len(phrases) == 1:
-        return phrases[0]
-    if len(phrases) == 2:
-        return f"{phrases[0]} or {phrases[1]}"
-    return ", ".join(phrases[:-1]) + f", or {phrases[-1]}"
-
-
-@dataclass(frozen=True)
 class StudyDetails:
     """What one study's reports say about each stated label, shared by findings and impression.
 
@@ -415,6 +183,14 @@ class StudyDetails:
     hedged: dict[str, str]
     negated: dict[str, str]
 
+    def placements(self) -> dict[str, Placement]:
+        """Where the text puts each present (positive or uncertain) finding, as its own words
+        say (`placement_of`): what the painter draws, so image and report agree."""
+        stated = {label: text for labels, text in self.sentences.items() for label in labels}
+        stated |= self.hedged
+        return {label: placement_of(text) for label, text in stated.items()
+                if _is_present(self.labels[label])}
+
 
 def sample_details(labels: dict[str, float | None], rng: np.random.Generator) -> StudyDetails:
     """Draw the wording and the facts (side, size, lobe, device ...) of every stated label."""
@@ -423,28 +199,28 @@ def sample_details(labels: dict[str, float | None], rng: np.random.Generator) ->
             f"No Finding is {labels['No Finding']} but the other labels make it "
             f"{no_finding(labels)}; a report cannot state both"
         )
-    stated = {label: labels[label] for label in _FINDINGS_ORDER if labels[label] is not None}
-    slots = _draw_slots(rng)
+    stated = {label: labels[label] for label in FINDINGS_ORDER if labels[label] is not None}
+    slots = draw_slots(rng)
     sentences: dict[tuple[str, ...], str] = {}
-    for (first, second, status), templates in _PAIRED_SENTENCES.items():
+    for (first, second, status), templates in PAIRED_SENTENCES.items():
         if stated.get(first) == status and stated.get(second) == status and rng.random() < 0.6:
-            sentences[first, second] = _pick(rng, templates).format(**slots)
+            sentences[first, second] = pick(rng, templates).format(**slots)
             del stated[first], stated[second]
     hedged: dict[str, str] = {}
     negated: dict[str, str] = {}
     for label, status in stated.items():
-        phrasing = _PHRASINGS[label]
+        phrasing = PHRASINGS[label]
         if status == LABEL_POSITIVE:
-            sentences[label,] = _pick(rng, phrasing.positive).format(**slots)
+            sentences[label,] = with_sign(pick(rng, phrasing.positive).format(**slots), label, rng)
         elif status == LABEL_UNCERTAIN:
             if phrasing.uncertain_sentences and (not phrasing.uncertain or rng.random() < 0.7):
-                sentences[label,] = _pick(rng, phrasing.uncertain_sentences).format(**slots)
+                sentences[label,] = pick(rng, phrasing.uncertain_sentences).format(**slots)
             else:
-                hedged[label] = _pick(rng, phrasing.uncertain).format(**slots)
+                hedged[label] = pick(rng, phrasing.uncertain).format(**slots)
         elif phrasing.negative_sentences and (not phrasing.negated or rng.random() < 0.4):
-            sentences[label,] = _pick(rng, phrasing.negative_sentences).format(**slots)
+            sentences[label,] = pick(rng, phrasing.negative_sentences).format(**slots)
         else:
-            negated[label] = _pick(rng, phrasing.negated)
+            negated[label] = pick(rng, phrasing.negated)
     return StudyDetails(dict(labels), sentences, hedged, negated)
 
 
@@ -474,12 +250,12 @@ def _statements(details: StudyDetails, rng: np.random.Generator) -> list[_Statem
         for stated, text in details.sentences.items()
     ]
     for group in _shuffled_groups(details.hedged, rng, largest=2):
-        frame = _pick(rng, _HEDGES if len(group) == 1 else _PAIRED_HEDGES)
+        frame = pick(rng, HEDGES if len(group) == 1 else PAIRED_HEDGES)
         text = frame.format(*(details.hedged[label] for label in group))
         statements.append(_Statement(text, group, LABEL_UNCERTAIN))
     for group in _shuffled_groups(details.negated, rng, largest=3):
-        frame = _pick(rng, _NEGATIONS if len(group) == 1 else _LISTED_NEGATIONS)
-        text = frame.format(_listed([details.negated[label] for label in group]))
+        frame = pick(rng, NEGATIONS if len(group) == 1 else LISTED_NEGATIONS)
+        text = frame.format(listed([details.negated[label] for label in group]))
         statements.append(_Statement(text, group, LABEL_NEGATIVE))
     return statements
 
@@ -497,7 +273,7 @@ def _details_for(
 
 
 def _anatomical_position(statement: _Statement) -> int:
-    return min(_FINDINGS_ORDER.index(label) for label in statement.labels)
+    return min(FINDINGS_ORDER.index(label) for label in statement.labels)
 
 
 def _is_about_devices(statement: _Statement) -> bool:
@@ -513,7 +289,7 @@ def write_findings(
     details = _details_for(labels, rng, details)
     statements = sorted(_statements(details, rng), key=_anatomical_position)
     sentences = [statement.text for statement in statements]
-    lungs_free = not any(_is_present(labels[label]) for label in _LUNG_FINDINGS)
+    lungs_free = not any(_is_present(labels[label]) for label in LUNG_FINDINGS)
     after_devices = sum(1 for statement in statements if _is_about_devices(statement))
     if lungs_free and (not sentences or rng.random() < 0.6):
         sentences.insert(after_devices, "the lungs are clear")
@@ -521,7 +297,7 @@ def write_findings(
         sentences.insert(after_devices, "the lungs are well expanded")
     if not _is_present(labels["Fracture"]) and rng.random() < 0.3:
         sentences.append("no acute osseous abnormality")
-    return " ".join(_sentence(sentence) for sentence in sentences)
+    return " ".join(sentence(text) for text in sentences)
 
 
 def write_impression(
@@ -538,11 +314,11 @@ def write_impression(
     )
     sentences = [statement.text for statement in statements]
     if labels["No Finding"] == LABEL_POSITIVE and (not sentences or rng.random() < 0.7):
-        sentences.insert(0, _pick(rng, ("no acute cardiopulmonary process",
+        sentences.insert(0, pick(rng, ("no acute cardiopulmonary process",
                                         "no acute intrathoracic process")))
     if len(sentences) > 1 and rng.random() < 0.4:
-        return "\n".join(f"{n}. {_sentence(s)}" for n, s in enumerate(sentences, start=1))
-    return " ".join(_sentence(sentence) for sentence in sentences)
+        return "\n".join(f"{n}. {sentence(s)}" for n, s in enumerate(sentences, start=1))
+    return " ".join(sentence(text) for text in sentences)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -575,6 +351,8 @@ class ReportParts:
     findings: str
     impression: str
     layout: str
+    # Where the text puts each present finding (`StudyDetails.placements`).
+    placements: dict[str, Placement] = field(default_factory=dict)
 
 
 def write_report_parts(
@@ -585,17 +363,18 @@ def write_report_parts(
         layout = REPORT_LAYOUTS[int(rng.choice(len(REPORT_LAYOUTS), p=_LAYOUT_WEIGHTS))]
     elif layout not in REPORT_LAYOUTS:
         raise ValueError(f"unknown report layout {layout!r}; expected one of {REPORT_LAYOUTS}")
-    reason = _pick(rng, ("shortness of breath", "fever and cough", "chest pain", "hypoxia",
+    reason = pick(rng, ("shortness of breath", "fever and cough", "chest pain", "hypoxia",
                          "worsening dyspnea", "cough, evaluate for pneumonia"))
-    comparison = _pick(rng, ("___.", "Chest radiograph from ___.", "None.",
+    comparison = pick(rng, ("___.", "Chest radiograph from ___.", "None.",
                              "Prior chest radiographs ___ and ___."))
     details = sample_details(labels, rng)
     return ReportParts(
-        indication=f"___-year-old {_pick(rng, ('man', 'woman'))} with {reason}.",
+        indication=f"___-year-old {pick(rng, ('man', 'woman'))} with {reason}.",
         comparison=comparison,
         findings=write_findings(labels, rng, details),
         impression=write_impression(labels, rng, details),
         layout=layout,
+        placements=details.placements(),
     )
 
 
@@ -641,7 +420,7 @@ def compose_report(parts: ReportParts, rng: np.random.Generator, *, portable: bo
             "The findings were discussed with Dr. ___ by telephone at ___ on ___.", "ADDENDUM"),
             _BLANK, _RULE]
     elif layout == "wet_read":
-        clock = f"{int(rng.integers(1, 13))}:{int(rng.integers(60)):02d} {_pick(rng, ('AM', 'PM'))}"
+        clock = f"{int(rng.integers(1, 13))}:{int(rng.integers(60)):02d} {pick(rng, ('AM', 'PM'))}"
         lines += [f" WET READ: ___ ___ {clock}", *_paragraph(parts.impression), _RULE]
     lines += [_title("FINAL REPORT"), *_paragraph(examination, "EXAMINATION"), _BLANK,
               *_paragraph(parts.indication, "INDICATION"), _BLANK,
@@ -652,7 +431,7 @@ def compose_report(parts: ReportParts, rng: np.random.Generator, *, portable: bo
     elif layout != "impression_only":
         lines += _section("FINDINGS", parts.findings)
     if layout == "misspelled_header":
-        lines += _section(_pick(rng, _MISSPELLED_IMPRESSION), parts.impression)
+        lines += _section(pick(rng, _MISSPELLED_IMPRESSION), parts.impression)
     elif layout not in _LABELLED_BY_FINDINGS:
         lines += _section("IMPRESSION", parts.impression)
     return "\n".join(lines).rstrip() + "\n"

@@ -142,3 +142,45 @@ def test_realistic_size_images_are_2500_to_3100_pixels():
     sides = np.array([(i.rows, i.cols) for p in patients for s in p.studies for i in s.images])
     assert sides[:, 0].min() >= 2500 and sides[:, 0].max() < 3100
     assert (sides[:, 1] < sides[:, 0]).all()
+
+
+# Findings a side can be painted for (edema is bilateral by nature; the heart has no side).
+SIDED = ("Atelectasis", "Consolidation", "Pneumonia", "Lung Opacity", "Lung Lesion",
+         "Pleural Effusion", "Pleural Other", "Pneumothorax", "Fracture")
+
+
+def test_every_painted_finding_with_a_side_in_its_report_is_painted_on_that_side():
+    from cpo_pipeline.demo.generator import painted
+    from cpo_pipeline.demo.phantom import render_chest_phantom
+
+    checked = 0
+    for patient in plan_demo(DemoConfig(patients=40, seed=5)):
+        for study in patient.studies:
+            shown = painted(study.labels)
+            for label in SIDED:
+                placement = study.parts.placements.get(label)
+                if label not in shown or placement is None or placement.side not in (
+                        "right", "left"):
+                    continue
+                # The side is the report's own word for this finding ...
+                assert placement.side in study.parts.findings.lower()
+                # ... and the finding's pixels lie on that side (patient's right = image left).
+                def render(findings):
+                    return render_chest_phantom(
+                        findings, "PA", (128, 112), np.random.default_rng(study.study_id),
+                        placements=study.parts.placements).astype(float)
+                change = np.abs(render(shown) - render({k: v for k, v in shown.items()
+                                                        if k != label}))
+                half = change.shape[1] // 2
+                on_side = change[:, :half] if placement.side == "right" else change[:, half:]
+                assert on_side.sum() > 0.8 * change.sum(), (study.study_id, label, placement)
+                checked += 1
+    assert checked >= 25
+
+
+def test_uncertain_findings_are_not_painted_and_not_answered():
+    from cpo_pipeline.demo.generator import painted
+
+    labels = {"Pneumonia": -1.0, "Pleural Effusion": 1.0, "Pneumothorax": 0.0, "Edema": None}
+
+    assert painted(labels) == {"Pleural Effusion": 1.0}
