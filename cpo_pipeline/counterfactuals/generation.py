@@ -33,7 +33,7 @@ from cpo_pipeline.counterfactuals.prompts import PROMPT_HASH, counterfactual_mes
 from cpo_pipeline.counterfactuals.verifier import (
     Verdict,
     VerifierConfig,
-    diagnosis_of,
+    expected_diagnoses,
     verify_counterfactual,
 )
 from cpo_pipeline.llm.client import (
@@ -82,6 +82,8 @@ class CounterfactualTask:
     source: str | None
     target: str
     plan: PerturbationPlan
+    # The study's diagnoses the graph says the target excludes: the verifier lets them go.
+    excluded: tuple[str, ...] = ()
 
     @property
     def key(self) -> str:
@@ -94,6 +96,11 @@ class CounterfactualTask:
         if self.source is not None:
             return self.source
         return NO_FINDING if self.study.diagnoses == (NO_FINDING,) else None
+
+    @property
+    def answer(self) -> tuple[str, ...]:
+        """The counterfactual's answer line: the factual's less the replaced, plus the target."""
+        return expected_diagnoses(self.study.diagnoses, self.replaced, self.target)
 
 
 @dataclass(frozen=True)
@@ -146,7 +153,9 @@ def plan_counterfactuals(
                                                 study_key=study.study_id):
         source = choose_source(graph, study.diagnoses, target.disease)
         plan = perturbation_plan(graph, source or NO_FINDING, target.disease, attributes)
-        tasks.append(CounterfactualTask(study, source, target.disease, plan))
+        excluded = tuple(d for d in study.diagnoses if d != NO_FINDING
+                         and strongest_edge(graph, d, target.disease, "exclusion") is not None)
+        tasks.append(CounterfactualTask(study, source, target.disease, plan, excluded))
     return tasks
 
 
@@ -201,8 +210,9 @@ def _counterfactual_row(
 
 
 def _verify(task: CounterfactualTask, candidate: str, options: GenerationOptions) -> Verdict:
-    return verify_counterfactual(task.study.findings, candidate, task.source or NO_FINDING,
-                                 task.target, options.verifier)
+    return verify_counterfactual(
+        task.study.findings, candidate, task.source or NO_FINDING, task.target, options.verifier,
+        factual_diagnoses=task.study.diagnoses, replaced=task.replaced, may_drop=task.excluded)
 
 
 def offline_rows(
@@ -212,8 +222,8 @@ def offline_rows(
     rows = []
     for task in tasks:
         findings = offline_expert.apply_plan(task.study.findings, task.plan, task.source,
-                                             extractor)
-        candidate = format_trajectory(findings, diagnosis_of(findings))
+                                             extractor, task.study.study_id)
+        candidate = format_trajectory(findings, task.answer)
         verdict = _verify(task, candidate, options)
         rows.append(_counterfactual_row(
             task, verdict, candidate, status=ACCEPTED if verdict.accepted else REJECTED,
@@ -269,7 +279,7 @@ def llm_rows(
     conversations = {
         task.key: counterfactual_messages(task.study.findings, task.source or NO_FINDING,
                                           task.target, graph_context(graph, task),
-                                          plan_context(task))
+                                          plan_context(task), task.answer)
         for task in tasks
     }
     rows: dict[str, dict[str, object]] = {}

@@ -8,6 +8,9 @@ minimal edits so that they support the target, in the trajectory answer format.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+from cpo_pipeline.radiology.answer_format import join_diagnoses
 from cpo_pipeline.storage import content_hash
 
 SYSTEM_PROMPT = """\
@@ -23,8 +26,10 @@ Rules:
 - The result must be consistent with the concept graph: do not keep findings that the graph says
   exclude the target disease.
 - Do not mention that the text was modified. Do not add recommendations or comparisons.
-- Answer with exactly one line in this format and nothing else:
-  <think> {counterfactual findings} </think> The disease of this patient is {target}.
+- Keep every other finding the report asserts, unless the graph says the target excludes it.
+- Answer with exactly one line in this format and nothing else, naming the counterfactual
+  diagnoses given below:
+  <think> {counterfactual findings} </think> The disease of this patient is {diagnoses}.
 """
 
 USER_TEMPLATE = """\
@@ -33,6 +38,7 @@ Report findings:
 
 Current diagnosis: {source}
 Target diagnosis: {target}
+Counterfactual diagnoses: {answer}
 
 Concept graph (relevant part):
 {graph}
@@ -45,11 +51,14 @@ PROMPT_HASH = content_hash(SYSTEM_PROMPT + "\x00" + USER_TEMPLATE)[:16]
 
 
 def counterfactual_messages(
-    findings: str, source: str, target: str, graph_text: str, plan_text: str
+    findings: str, source: str, target: str, graph_text: str, plan_text: str,
+    answer: Sequence[str],
 ) -> list[dict[str, str]]:
-    """The chat messages asking the expert for one counterfactual."""
+    """The chat messages asking the expert for one counterfactual whose answer line names
+    `answer`."""
     user = USER_TEMPLATE.format(
         findings=" ".join(findings.split()), source=source, target=target,
+        answer=join_diagnoses(answer),
         graph=graph_text.strip() or "(no relations recorded)", plan=plan_text.strip(),
     )
     return [{"role": "system", "content": SYSTEM_PROMPT}, {"role": "user", "content": user}]

@@ -20,9 +20,8 @@ counterfactual row, whatever its verdict.
 
 from __future__ import annotations
 
-import re
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,97 +31,20 @@ from sklearn.feature_extraction.text import CountVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GroupKFold
 
-from cpo_pipeline.concepts.mentions import phrase_pattern
 from cpo_pipeline.concepts.ontology import Ontology, load_ontology
 from cpo_pipeline.counterfactuals.contradictions import ContradictionReader, contradictions
 from cpo_pipeline.counterfactuals.generation import ACCEPTED, COUNTERFACTUAL, FACTUAL
+from cpo_pipeline.counterfactuals.masking import (
+    FEATURE_TOKEN,
+    ConceptMask,
+    concept_mask,
+    mask_concepts,
+)
 from cpo_pipeline.radiology.answer_format import TrajectoryFormatError, parse_trajectory
 from cpo_pipeline.radiology.chexpert import (
     DISEASES,
     NO_FINDING,
 )
-from cpo_pipeline.radiology.labeller import MENTION_PHRASES
-from cpo_pipeline.radiology.normal_statements import lowered
-
-MASK = "[mask]"
-LATERALITY_WORDS = (
-    "left", "right", "bilateral", "bilaterally", "unilateral", "unilaterally", "bibasilar",
-    "bibasal", "biapical", "bihilar", "ipsilateral", "contralateral", "both",
-)
-SEVERITY_WORDS = (
-    "trace", "tiny", "minimal", "minimally", "small", "smaller", "mild", "mildly", "moderate",
-    "moderately", "large", "larger", "severe", "severely", "massive", "extensive", "marked",
-    "markedly", "slight", "slightly", "subtle", "faint", "significant", "substantial",
-)
-NUMBER_WORDS = (
-    "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven",
-    "twelve", "first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth",
-    "ninth", "tenth", "eleventh", "twelfth",
-)
-_DIGITS = r"\d+(?:[.,]\d+)*(?:st|nd|rd|th)?"
-# Masked spans separated only by spaces or hyphens become one placeholder: "small left pleural
-# effusion" and "pneumothorax" mask alike, so swapping one finding for another leaves no trace.
-_JOINS_MASKS = re.compile(r"[-\s]*")
-_THINK = re.compile(r"^\s*<think>\s*(?P<findings>.*?)\s*</think>", re.DOTALL)
-# Words of letters, and the placeholder: numbers are masked and punctuation is not a feature.
-_FEATURE_TOKEN = r"\[mask\]|[a-z]+"
-
-
-@dataclass(frozen=True)
-class ConceptMask:
-    """The compiled patterns `mask_concepts` hides; build once with `concept_mask`."""
-
-    patterns: tuple[re.Pattern[str], ...]
-
-
-def _alternation(fragments: Sequence[str]) -> re.Pattern[str]:
-    # Longest first, so that at one position the longest term wins.
-    ordered = sorted(set(fragments), key=len, reverse=True)
-    return re.compile(rf"\b(?:{'|'.join(ordered)})(?!\w)")
-
-
-def concept_mask(ontology: Ontology) -> ConceptMask:
-    """What the style gate hides: every term of every concept (the concept graph's nodes are the
-    ontology's: diseases, observations, attributes, locations, each with its synonyms), the
-    labeller's mention phrases of the 12 diseases (inflections the ontology does not list:
-    "consolidative", "opacities", "heart size"), laterality and severity words, and numbers."""
-    terms = [phrase_pattern(term) for concept in ontology.concepts
-             for term in (concept.name, *concept.synonyms)]
-    labeller = [fragment.replace(" ", r"\s+") for disease in DISEASES
-                for fragment in (*MENTION_PHRASES[disease].findings,
-                                 *MENTION_PHRASES[disease].descriptors)]
-    words = [*LATERALITY_WORDS, *SEVERITY_WORDS, *NUMBER_WORDS]
-    return ConceptMask((_alternation(terms), _alternation(labeller), _alternation(words),
-                        re.compile(rf"(?<![\w.]){_DIGITS}(?!\w)")))
-
-
-def findings_of(text: str) -> str:
-    """The thinking part of a trajectory (the answer line dropped); other text as it is."""
-    match = _THINK.match(text)
-    return match.group("findings") if match else text
-
-
-def mask_concepts(text: str, mask: ConceptMask) -> str:
-    """`text` lower-cased, its answer line dropped and every span `mask` covers replaced by one
-    `MASK` (adjacent spans share one): what is left is the report's wording, not its content."""
-    text = lowered(" ".join(findings_of(text).split()))
-    spans = sorted(match.span() for pattern in mask.patterns for match in pattern.finditer(text))
-    pieces, merged_end, position = [], None, 0
-    for start, end in spans:
-        if merged_end is not None and (start <= merged_end or _JOINS_MASKS.fullmatch(
-                text[merged_end:start])):
-            merged_end = max(merged_end, end)
-            continue
-        if merged_end is not None:
-            pieces.append(MASK)
-            position = merged_end
-        pieces.append(text[position:start])
-        merged_end = end
-    if merged_end is not None:
-        pieces.append(MASK)
-        position = merged_end
-    pieces.append(text[position:])
-    return " ".join("".join(pieces).split())
 
 
 def accepted_pairs(trajectories: pd.DataFrame) -> pd.DataFrame:
@@ -172,7 +94,7 @@ def style_accuracy(
         return StyleFigures(None, len(pairs), folds, ())
     counterfactual = [mask_concepts(text, mask) for text in pairs["text"]]
     factual = [mask_concepts(text, mask) for text in pairs["factual_text"]]
-    vectorizer = CountVectorizer(token_pattern=_FEATURE_TOKEN, lowercase=False,
+    vectorizer = CountVectorizer(token_pattern=FEATURE_TOKEN, lowercase=False,
                                  ngram_range=(1, 2))
     vectorizer.fit(counterfactual + factual)
     difference = vectorizer.transform(counterfactual) - vectorizer.transform(factual)

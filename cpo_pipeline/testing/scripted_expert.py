@@ -1,10 +1,11 @@
 """A scripted counterfactual expert to put behind the local OpenAI-compatible server.
 
-It answers the project's counterfactual prompt the way a careful radiologist would: keeps the
-findings, drops the sentences asserting the current diagnosis or contradicting the target
-("No pleural effusion." for an effusion, "The lungs are clear." for a lung finding), and states
-the target. For the
-tests, the benchmark and smoke tests of the LLM path without a model:
+It answers the project's counterfactual prompt the way a careful radiologist would: rewrites
+the findings in place (`editing.rewrite`: the clauses stating the current diagnosis, denying
+the target or stating a normality it contradicts go, the target is stated where they stood, in
+the report's voice) and names the counterfactual diagnoses the prompt gives. Unlike the offline
+expert it does not read the perturbation plan. For the tests, the benchmark and smoke tests of
+the LLM path without a model:
 
     with OpenAICompatibleServer(responder=answer_counterfactual_prompt) as server: ...
 """
@@ -13,15 +14,17 @@ from __future__ import annotations
 
 import re
 
-from cpo_pipeline.counterfactuals import offline_expert
-from cpo_pipeline.counterfactuals.verifier import diagnosis_of
+import numpy as np
+
+from cpo_pipeline.counterfactuals.editing import rewrite
 from cpo_pipeline.radiology.answer_format import format_trajectory
-from cpo_pipeline.radiology.chexpert import LABEL_POSITIVE
-from cpo_pipeline.radiology.labeller import find_mentions
+from cpo_pipeline.radiology.chexpert import DISEASES, NO_FINDING
+from cpo_pipeline.storage import content_hash
 
 _FINDINGS = re.compile(r"Report findings:\n(.*?)\n\n", re.DOTALL)
 _SOURCE = re.compile(r"Current diagnosis: (.*)")
 _TARGET = re.compile(r"Target diagnosis: (.*)")
+_ANSWER = re.compile(r"Counterfactual diagnoses: (.*)")
 
 
 def prompt_findings(prompt: str) -> str:
@@ -33,11 +36,8 @@ def answer_counterfactual_prompt(messages: list[dict]) -> str:
     """The answer to the first user turn of a `counterfactual_messages` conversation."""
     prompt = messages[1]["content"]
     source, target = _SOURCE.search(prompt).group(1), _TARGET.search(prompt).group(1)
-    kept = [
-        sentence for sentence in offline_expert.split_sentences(prompt_findings(prompt))
-        if not any(m.label == source and m.status == LABEL_POSITIVE
-                   for m in find_mentions(sentence))
-        and not offline_expert.target_contradictions(sentence, target)
-    ]
-    findings = " ".join([*kept, f"There is {offline_expert.TARGET_PHRASES[target]}."])
-    return format_trajectory(findings, diagnosis_of(findings))
+    answer = _ANSWER.search(prompt).group(1)
+    findings = prompt_findings(prompt)
+    rng = np.random.default_rng(int(content_hash(["scripted", findings, target])[:16], 16))
+    edited = rewrite(findings, None if source == NO_FINDING else source, target, rng)
+    return format_trajectory(edited, [d for d in DISEASES if d in answer])

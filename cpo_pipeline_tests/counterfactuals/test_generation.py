@@ -66,7 +66,8 @@ def test_every_study_gets_one_factual_and_k_counterfactuals_toward_graph_targets
         "<think> The heart is moderately enlarged. No pleural effusion or pneumothorax. "
         "</think> The disease of this patient is Cardiomegaly.")
     targets = table[table["study_id"] == 50_000_001]["target_disease"].dropna().tolist()
-    assert sorted(targets) == ["Edema", "Pleural Effusion"]
+    # The most related first (edema, cardiomegaly's graph neighbour), then the balancing slot.
+    assert "Edema" in targets and len(set(targets)) == 2 and "Cardiomegaly" not in targets
 
 
 def test_offline_counterfactuals_are_verified_and_name_their_expert():
@@ -75,13 +76,14 @@ def test_offline_counterfactuals_are_verified_and_name_their_expert():
 
     assert (counterfactual["expert_backend"] == "offline-concept-graph").all()
     assert (counterfactual["verdict"] == "accepted").all(), counterfactual["verdict_reason"]
-    effusion = counterfactual[(counterfactual["study_id"] == 50_000_001)
-                              & (counterfactual["target_disease"] == "Pleural Effusion")].iloc[0]
-    parsed = parse_trajectory(effusion["text"])
-    assert parsed.diagnoses == ("Pleural Effusion",)
+    edema = counterfactual[(counterfactual["study_id"] == 50_000_001)
+                           & (counterfactual["target_disease"] == "Edema")].iloc[0]
+    parsed = parse_trajectory(edema["text"])
+    assert parsed.diagnoses == ("Edema",)
     assert "enlarged" not in parsed.findings
-    assert effusion["source_diagnosis"] == "Cardiomegaly"
-    assert 0 < effusion["edit_tokens"] <= 32
+    assert parsed.findings.endswith(" No pleural effusion or pneumothorax.")
+    assert edema["source_diagnosis"] == "Cardiomegaly"
+    assert 0 < edema["edit_tokens"] <= 24
 
 
 def test_the_llm_expert_answers_through_the_openai_protocol(cache):

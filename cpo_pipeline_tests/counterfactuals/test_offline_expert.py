@@ -2,40 +2,53 @@ from cpo_pipeline.concepts.graph import build_concept_graph
 from cpo_pipeline.concepts.mentions import ConceptExtractor
 from cpo_pipeline.concepts.ontology import load_ontology
 from cpo_pipeline.concepts.queries import perturbation_plan
-from cpo_pipeline.counterfactuals.offline_expert import apply_plan, split_sentences
+from cpo_pipeline.counterfactuals.editing import split_sentences
+from cpo_pipeline.counterfactuals.offline_expert import apply_plan
+from cpo_pipeline.radiology.chexpert import LABEL_POSITIVE
+from cpo_pipeline.radiology.labeller import label_report
 
 ONTOLOGY = load_ontology()
 GRAPH = build_concept_graph(ONTOLOGY)
 EXTRACTOR = ConceptExtractor(ONTOLOGY)
 
 
-def counterfactual(findings, target, source=None):
+def counterfactual(findings, target, source=None, study=1):
     attributes = EXTRACTOR.present(findings)
     plan = perturbation_plan(GRAPH, source or "No Finding", target, attributes)
-    return split_sentences(apply_plan(findings, plan, source, EXTRACTOR))
+    return split_sentences(apply_plan(findings, plan, source, EXTRACTOR, study))
 
 
-def test_a_lung_finding_drops_the_statement_that_the_lungs_are_clear():
+def test_a_lung_finding_replaces_the_statement_that_the_lungs_are_clear():
     sentences = counterfactual(
         "The lungs are clear. Heart size is normal. No pleural effusion.", "Pneumonia")
 
     assert "The lungs are clear." not in sentences
-    assert sentences[:2] == ["Heart size is normal.", "No pleural effusion."]
+    assert label_report(sentences[0])["Pneumonia"] == LABEL_POSITIVE
+    assert sentences[1:] == ["Heart size is normal.", "No pleural effusion."]
 
 
-def test_pneumonia_drops_the_denial_of_the_consolidation_it_is_a_kind_of():
-    sentences = counterfactual(
-        "There is no focal consolidation. The cardiomediastinal silhouette is normal.",
-        "Pneumonia")
-
-    assert "There is no focal consolidation." not in sentences
-    assert sentences[0] == "The cardiomediastinal silhouette is normal."
-
-
-def test_lungs_otherwise_clear_and_statements_the_target_leaves_alone_are_kept():
+def test_statements_the_target_leaves_alone_are_kept():
     kept = counterfactual("Small left pleural effusion. The lungs are otherwise clear.",
                           "Pneumothorax", source="Pleural Effusion")
     heart = counterfactual("The lungs are clear. Heart size is normal.", "Pleural Effusion")
 
-    assert "The lungs are otherwise clear." in kept
-    assert heart[:2] == ["The lungs are clear.", "Heart size is normal."]
+    assert kept[1] == "The lungs are otherwise clear."
+    assert heart[0] == "The lungs are clear." and heart[-1] == "Heart size is normal."
+
+
+def test_an_attribute_the_plan_drops_goes_unless_it_is_how_another_diagnosis_shows():
+    findings = "Increased interstitial markings. Left lower lobe collapse. Widened mediastinum."
+
+    sentences = counterfactual(findings, "Pneumothorax", source="Atelectasis")
+    labels = label_report(" ".join(sentences))
+
+    assert sentences[0] == "Increased interstitial markings."  # Lung Opacity stays
+    assert labels["Lung Opacity"] == labels["Pneumothorax"] == LABEL_POSITIVE
+    assert labels["Atelectasis"] != LABEL_POSITIVE
+
+
+def test_a_studys_counterfactual_is_a_function_of_its_inputs():
+    findings = "The lungs are clear. No pneumothorax."
+
+    assert counterfactual(findings, "Pneumothorax", study=5) == \
+        counterfactual(findings, "Pneumothorax", study=5)

@@ -5,15 +5,13 @@ import pytest
 
 from cpo_pipeline.concepts.ontology import load_ontology
 from cpo_pipeline.counterfactuals.contradictions import ContradictionReader, contradictions
+from cpo_pipeline.counterfactuals.masking import MASK, concept_mask, mask_concepts
 from cpo_pipeline.counterfactuals.quality import (
-    MASK,
     acceptance_rate,
     answer_line_agreement,
     check_targets,
-    concept_mask,
     contradiction_figures,
     length_figures,
-    mask_concepts,
     quality_report,
     style_accuracy,
     target_shares,

@@ -24,7 +24,7 @@ def test_a_minimal_edit_toward_the_target_is_accepted():
         ("The heart is enlarged. Small left pleural effusion.", ["Pleural Effusion"],
          "labeller still finds Cardiomegaly asserted"),
         ("Heart size is normal. Small left pleural effusion.", ["Edema"],
-         "diagnosis line does not name Pleural Effusion"),
+         "diagnosis line names Edema, not Pleural Effusion"),
     ],
 )
 def test_candidates_that_do_not_reach_the_target_are_rejected(findings, diagnoses, reason):
@@ -45,6 +45,86 @@ def test_an_edit_beyond_the_bound_is_rejected():
 
     assert not verdict.accepted
     assert verdict.reason.startswith("edit too large")
+
+
+LONG_FACTUAL = ("Right internal jugular central venous catheter with tip at the cavoatrial "
+                "junction. Hazy left upper lobe opacification. Severe cardiomegaly. There is no "
+                "pneumothorax. No acute osseous abnormality.")
+
+
+def test_a_whole_report_rewritten_into_another_is_rejected_even_within_the_edit_bound():
+    # Every diagnosis right, every rule but one met: it shares almost nothing with the factual.
+    replacement = ("Patchy left upper lobe opacity. Markedly enlarged heart. Moderate right "
+                   "pneumothorax. Bones unremarkable.")
+    verdict = verify_counterfactual(
+        LONG_FACTUAL, format_trajectory(replacement, ["Cardiomegaly", "Lung Opacity",
+                                                      "Pneumothorax"]),
+        "No Finding", "Pneumothorax", VerifierConfig(min_edit_tokens=24, max_edit_fraction=0.9),
+        factual_diagnoses=["Cardiomegaly", "Lung Opacity"], replaced=None)
+
+    assert not verdict.accepted
+    assert verdict.reason.startswith("keeps ") and "of the factual findings" in verdict.reason
+
+
+def test_an_in_place_edit_of_the_same_report_is_accepted_with_its_answer_line():
+    candidate = LONG_FACTUAL.replace("There is no pneumothorax.", "Small right pneumothorax.")
+    verdict = verify_counterfactual(
+        LONG_FACTUAL, format_trajectory(candidate, ["Cardiomegaly", "Lung Opacity",
+                                                    "Pneumothorax"]),
+        "No Finding", "Pneumothorax", factual_diagnoses=["Cardiomegaly", "Lung Opacity"],
+        replaced=None)
+
+    assert verdict.accepted, verdict.reason
+
+
+def test_dropping_another_diagnosis_is_rejected_unless_the_target_excludes_it():
+    candidate = LONG_FACTUAL.replace("Hazy left upper lobe opacification. ", "").replace(
+        "There is no pneumothorax.", "Small right pneumothorax.")
+    answer = format_trajectory(candidate, ["Cardiomegaly", "Pneumothorax"])
+    common = dict(factual_diagnoses=["Cardiomegaly", "Lung Opacity"], replaced=None)
+
+    kept = verify_counterfactual(LONG_FACTUAL, answer, "No Finding", "Pneumothorax", **common)
+    excluded = verify_counterfactual(LONG_FACTUAL, answer, "No Finding", "Pneumothorax",
+                                     may_drop=("Lung Opacity",), **common)
+
+    assert not kept.accepted
+    assert kept.reason == "drops Lung Opacity, which the target does not exclude"
+    assert excluded.accepted and excluded.dropped == ("Lung Opacity",)
+    assert excluded.reason == "accepted; drops Lung Opacity, which Pneumothorax excludes"
+
+
+def test_the_answer_line_must_be_the_factual_less_the_replaced_plus_the_target():
+    candidate = LONG_FACTUAL.replace("There is no pneumothorax.", "Small right pneumothorax.")
+
+    verdict = verify_counterfactual(
+        LONG_FACTUAL, format_trajectory(candidate, ["Pneumothorax"]), "No Finding",
+        "Pneumothorax", factual_diagnoses=["Cardiomegaly", "Lung Opacity"], replaced=None)
+
+    assert not verdict.accepted
+    assert verdict.reason == ("diagnosis line names Pneumothorax, not Cardiomegaly, Lung Opacity, "
+                              "Pneumothorax")
+
+
+def test_a_finding_asserted_beside_the_target_is_rejected():
+    candidate = LONG_FACTUAL.replace("There is no pneumothorax.",
+                                     "Small right pneumothorax and pleural effusion.")
+
+    verdict = verify_counterfactual(
+        LONG_FACTUAL, format_trajectory(candidate, ["Cardiomegaly", "Lung Opacity",
+                                                    "Pneumothorax"]),
+        "No Finding", "Pneumothorax", factual_diagnoses=["Cardiomegaly", "Lung Opacity"],
+        replaced=None)
+
+    assert verdict.reason == "asserts Pleural Effusion besides the target"
+
+
+def test_a_hedged_source_is_not_gone():
+    verdict = verify_counterfactual(
+        "Small left pleural effusion. Heart size is normal.",
+        format_trajectory("Possible small left pleural effusion. Moderate cardiomegaly.",
+                          ["Cardiomegaly"]), "Pleural Effusion", "Cardiomegaly")
+
+    assert verdict.reason == "labeller still finds Pleural Effusion hedged"
 
 
 def test_unparsable_answers_are_rejected_as_format_errors():

@@ -1,0 +1,151 @@
+"""In-place rewrites: what stays word for word, what goes, and where the target is stated."""
+
+import numpy as np
+import pytest
+
+from cpo_pipeline.counterfactuals.editing import (
+    denial_statement,
+    rewrite,
+    split_sentences,
+    target_statement,
+)
+from cpo_pipeline.radiology.chexpert import LABEL_NEGATIVE, LABEL_POSITIVE
+from cpo_pipeline.radiology.labeller import label_report
+from cpo_pipeline.radiology.placement import Placement, placement_of
+
+
+def edited(findings, source, target, seed=7):
+    return split_sentences(rewrite(findings, source, target, np.random.default_rng(seed)))
+
+
+def asserts(sentence, label):
+    return label_report(sentence).get(label) == LABEL_POSITIVE
+
+
+def test_a_normality_the_target_contradicts_is_replaced_by_it_in_place():
+    after = edited("The lungs are clear. Heart size is normal. No pleural effusion.", None,
+                   "Pneumonia")
+
+    assert "The lungs are clear." not in after
+    assert asserts(after[0], "Pneumonia")
+    assert after[1:] == ["Heart size is normal.", "No pleural effusion."]
+
+
+def test_a_denial_of_the_target_turns_into_its_statement_where_it_stood():
+    after = edited("Heart size is normal. No pneumothorax. No acute osseous abnormality.", None,
+                   "Pneumothorax")
+
+    assert after[0] == "Heart size is normal."
+    assert asserts(after[1], "Pneumothorax")
+    assert after[2] == "No acute osseous abnormality."
+
+
+def test_a_denied_parent_goes_with_the_denial_of_the_target():
+    after = edited("There is no focal consolidation. The cardiomediastinal silhouette is normal.",
+                   None, "Pneumonia")
+
+    assert "There is no focal consolidation." not in after
+    assert asserts(after[0], "Pneumonia")
+    assert after[1] == "The cardiomediastinal silhouette is normal."
+
+
+def test_only_the_clause_of_the_replaced_finding_changes_in_a_sentence_that_has_two():
+    after = edited("Large left pleural effusion with adjacent atelectasis. No pneumothorax.",
+                   "Pleural Effusion", "Edema")
+
+    assert after[0].endswith(" with adjacent atelectasis.")
+    labels = label_report(after[0])
+    assert labels["Edema"] == LABEL_POSITIVE and labels["Atelectasis"] == LABEL_POSITIVE
+    assert labels["Pleural Effusion"] is None
+    assert after[1] == "No pneumothorax."
+
+
+def test_a_negation_list_loses_only_the_target_and_keeps_its_frame_and_conjunction():
+    first = edited("No pleural effusion, pneumothorax, or focal consolidation. Heart size is "
+                   "normal.", None, "Pneumothorax")
+    leading = edited("No pneumothorax or pleural effusion.", None, "Pneumothorax")
+
+    assert first[0] == "No pleural effusion or focal consolidation."
+    assert asserts(first[1], "Pneumothorax") and first[2] == "Heart size is normal."
+    assert leading[0] == "No pleural effusion."
+
+
+def test_a_source_and_a_denied_target_swap_places_in_a_list():
+    after = edited("1. Subsegmental atelectasis at the right lung base. 2. The heart is "
+                   "moderately enlarged. 3. There is no effusion or acute rib fracture.",
+                   "Atelectasis", "Pleural Effusion")
+
+    assert after[0].startswith("1. ") and asserts(after[0], "Pleural Effusion")
+    assert after[1:] == ["2. The heart is moderately enlarged.",
+                         "3. There is no atelectasis or acute rib fracture."]
+
+
+def test_a_numbered_list_is_renumbered_when_an_item_goes():
+    after = edited("1. Moderate cardiomegaly. 2. No acute cardiopulmonary process. "
+                   "3. No pneumothorax.", "Cardiomegaly", "Pneumothorax")
+
+    assert [sentence[:3] for sentence in after] == ["1. ", "2. "]
+    assert label_report(after[0])["Cardiomegaly"] == LABEL_NEGATIVE
+    assert asserts(after[1], "Pneumothorax")
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_target_takes_the_side_of_the_finding_it_replaces(seed):
+    left = edited("Small left pleural effusion. Heart size is normal.", "Pleural Effusion",
+                  "Atelectasis", seed)
+    right = edited("Heart size is normal. Right lower lobe pneumonia.", "Pneumonia",
+                   "Consolidation", seed)
+
+    assert asserts(left[0], "Atelectasis") and placement_of(left[0]).side in ("left", None)
+    assert "right" not in left[0].lower()
+    assert asserts(right[1], "Consolidation") and "left" not in right[1].lower()
+
+
+def test_other_diagnoses_and_untouched_sentences_stay_word_for_word():
+    factual = ("Severe cardiomegaly with pulmonary vascular congestion. Right lower lobe "
+               "pneumonia. No pneumothorax.")
+
+    after = edited(factual, "Pneumonia", "Pleural Effusion")
+    labels = label_report(" ".join(after))
+
+    assert after[0] == "Severe cardiomegaly with pulmonary vascular congestion."
+    assert after[2] == "No pneumothorax."
+    assert labels["Cardiomegaly"] == labels["Edema"] == labels["Pleural Effusion"] == 1.0
+    assert labels["Pneumonia"] is None
+
+
+def test_the_source_stated_as_a_qualifier_is_rewritten_inside_its_sentence():
+    after = edited("Patchy opacity in the right lower lobe consistent with pneumonia. "
+                   "No effusion.", "Pneumonia", "Atelectasis")
+
+    assert after[0].startswith("Patchy opacity in the right lower lobe consistent with ")
+    assert asserts(after[0], "Atelectasis") and not asserts(after[0], "Pneumonia")
+    assert after[1] == "No effusion."
+
+
+def test_without_anything_to_replace_the_target_goes_in_reading_order():
+    after = edited("Left chest tube in place. Heart size is normal. No acute osseous "
+                   "abnormality.", None, "Pleural Other")
+
+    assert after[0] == "Left chest tube in place."
+    assert asserts(after[1], "Pleural Other")
+    assert after[2:] == ["Heart size is normal.", "No acute osseous abnormality."]
+
+
+def test_statements_are_shaped_like_what_they_replace_and_read_back_as_meant():
+    rng = np.random.default_rng(0)
+    long = target_statement("Pleural Effusion", Placement("left"), rng,
+                            "there is a layering right pleural effusion with a meniscus")
+    short = target_statement("Pleural Effusion", Placement("left"), rng, "no effusion")
+    denial = denial_statement("Pneumothorax", Placement(), rng, "no pneumothorax")
+
+    assert len(long.split()) > len(short.split())
+    assert asserts(long, "Pleural Effusion") and asserts(short, "Pleural Effusion")
+    assert label_report(denial)["Pneumothorax"] == LABEL_NEGATIVE
+
+
+def test_the_same_inputs_give_the_same_rewrite():
+    factual = "Small left pleural effusion. The lungs are otherwise clear."
+
+    assert rewrite(factual, "Pleural Effusion", "Pneumothorax", np.random.default_rng(3)) == \
+        rewrite(factual, "Pleural Effusion", "Pneumothorax", np.random.default_rng(3))
