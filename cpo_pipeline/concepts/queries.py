@@ -165,15 +165,17 @@ def choose_counterfactual_targets(
     where assoc / excl is the weight of the strongest association / exclusion edge between the
     two (0 if none; any provenance). So d scores for sharing the study's findings and for
     contradicting them, directly or through a sign of its own (consolidation's airspace opacity
-    against pneumothorax's absent lung markings). Candidates scoring 0 are not returned, so fewer
+    against pneumothorax's absent lung markings). Candidates scoring 0 are not ranked, so fewer
     than `k` may come back.
 
-    Ties (every disease ties for a normal study) go, with a `study_key` (the study id), to a
-    per-study pseudo-random order, the sha256 of key and disease: tied diseases are then targeted
-    equally often over a dataset, where breaking them by prevalence sent every normal study to
-    the same two, and a study's targets depend on nothing but its own inputs, so incremental
-    re-runs stay valid. Without a key, ties go to the disease present in more studies, then to
-    the name.
+    With a `study_key` (the study id), ties (every disease ties for a normal study) go to a
+    per-study pseudo-random order, the sha256 of key and disease, and the last of `k` targets is
+    drawn in that order among all the candidates not already chosen, related or not (the
+    balancing slot): the most related diseases come first, and every disease is targeted over a
+    dataset (ranking alone never reached Pleural Other or Enlarged Cardiomediastinum on the
+    demo). A study with no related candidate gets no target. A study's targets depend on nothing but its own inputs, so incremental re-runs stay
+    valid. Without a key, the `k` best go, ties to the disease present in more studies, then
+    to the name.
     """
     attributes, _ = _split_findings(graph, study_attributes)
     present = [label for label, value in study_labels.items() if value in _PRESENT]
@@ -194,13 +196,22 @@ def choose_counterfactual_targets(
             strength, edges = _contradiction(graph, disease, attribute)
             score += strength
             evidence.extend(edges)
-        if score > 0:
-            targets.append(Target(disease, round(score, 6), tuple(evidence)))
+        targets.append(Target(disease, round(score, 6), tuple(evidence)))
+    related = [target for target in targets if target.score > 0]
     if study_key is None:
-        targets.sort(key=lambda t: (-t.score, -graph.nodes[t.disease]["study_count"], t.disease))
-    else:
-        targets.sort(key=lambda t: (-t.score, content_hash([str(study_key), t.disease])))
-    return targets[:k]
+        related.sort(key=lambda t: (-t.score, -graph.nodes[t.disease]["study_count"], t.disease))
+        return related[:k]
+
+    def draw(target: Target) -> str:
+        return content_hash([str(study_key), target.disease])
+
+    related.sort(key=lambda t: (-t.score, draw(t)))
+    if k < 2 or not related:
+        return related[:k]
+    # The last of k targets is drawn among every other candidate (the balancing slot).
+    chosen = {target.disease for target in related[:k - 1]}
+    others = [target for target in targets if target.disease not in chosen]
+    return [*related[:k - 1], min(others, key=draw)] if others else related[:k - 1]
 
 
 def perturbation_plan(
