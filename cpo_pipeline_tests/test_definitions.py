@@ -33,8 +33,11 @@ EXPECTED_CHECKS = {
                     "no_patient_in_two_splits", "rejects_below_bound"],
     "concept_graph": ["every_disease_has_an_association", "every_edge_has_provenance",
                       "graph_loads_back_identically", "no_pair_associated_and_excluded"],
-    "counterfactual_trajectories": ["dead_letters_below_bound"],
+    "counterfactual_trajectories": ["counterfactuals_are_hard_negatives",
+                                    "dead_letters_below_bound"],
 }
+# Reported, not yet blocking: the figure it holds is not met on the demo (issue 9).
+WARNING_CHECKS = {"counterfactuals_are_hard_negatives"}
 
 
 def _graph(definitions: dg.Definitions) -> dict[str, list[str]]:
@@ -54,12 +57,12 @@ def test_asset_graph_snapshot():
     assert _graph(defs) == EXPECTED_GRAPH
 
 
-def test_asset_check_snapshot_every_gate_blocking():
+def test_asset_check_snapshot_every_gate_blocking_but_the_reported_ones():
     graph = defs.get_repository_def().asset_graph
     checks: dict[str, list[str]] = {}
     for key in sorted(graph.asset_check_keys):
         checks.setdefault(key.asset_key.to_user_string(), []).append(key.name)
-        assert graph.get_check_spec(key).blocking, key
+        assert graph.get_check_spec(key).blocking == (key.name not in WARNING_CHECKS), key
 
     assert {asset: sorted(names) for asset, names in checks.items()} == EXPECTED_CHECKS
 

@@ -30,7 +30,9 @@ from cpo_pipeline.counterfactuals.generation import (
     labelled,
     study_inputs,
 )
+from cpo_pipeline.counterfactuals.masking import seed_mask
 from cpo_pipeline.counterfactuals.prompts import PROMPT_HASH
+from cpo_pipeline.counterfactuals.quality import QualityTargets, length_figures, style_accuracy
 from cpo_pipeline.counterfactuals.reuse import assemble, plan_reuse, run_identity
 from cpo_pipeline.counterfactuals.verifier import VerifierConfig
 from cpo_pipeline.layout import SPLITS
@@ -41,7 +43,7 @@ from cpo_pipeline.resources.settings import PipelineSettings
 from cpo_pipeline.schemas import content_version
 from cpo_pipeline.storage import previous_table, sha256_file
 
-GENERATOR_VERSION = "5"
+GENERATOR_VERSION = "6"
 _DIFF_SAMPLES = 5
 _CHUNK_STUDIES = 2_000
 
@@ -52,9 +54,19 @@ class TrajectoryConfig(dg.Config):
     max_candidates: int = Field(
         default=3, description="LLM candidates per counterfactual before it is recorded as rejected.")
     min_edit_tokens: int = Field(
-        default=32, description="Verifier: edits up to this many tokens are always small enough.")
+        default=VerifierConfig.min_edit_tokens,
+        description="Verifier: edits up to this many tokens are always small enough.")
     max_edit_fraction: float = Field(
-        default=0.6, description="Verifier: ... and up to this share of the factual findings' tokens.")
+        default=VerifierConfig.max_edit_fraction,
+        description="Verifier: ... and up to this share of the factual findings' tokens.")
+    min_unchanged_share: float = Field(
+        default=VerifierConfig.min_unchanged_share,
+        description="Verifier: a counterfactual of a factual longer than `min_edit_tokens` "
+        "keeps at least this share of its tokens in place.")
+    max_style_accuracy: float = Field(
+        default=QualityTargets.max_style_accuracy,
+        description="Hard-negative check: a classifier on the masked wording may tell the "
+        "counterfactual of a pair at most this often (chance is 0.5).")
     max_dead_letter_fraction: float = Field(
         default=0.2,
         description="The blocking check fails when more counterfactuals than this end rejected or "
@@ -74,7 +86,16 @@ class TrajectoryConfig(dg.Config):
     check_specs=[dg.AssetCheckSpec(
         "dead_letters_below_bound", asset="counterfactual_trajectories", blocking=True,
         description="Share of counterfactuals that ended rejected or dead-lettered is at most "
-        "`max_dead_letter_fraction`.")],
+        "`max_dead_letter_fraction`."),
+        dg.AssetCheckSpec(
+            "counterfactuals_are_hard_negatives", asset="counterfactual_trajectories",
+            blocking=False,
+            description="Style and length: with the concept vocabulary masked, a patient-"
+            "grouped logistic regression tells the counterfactual of a pair at most "
+            "`max_style_accuracy` of the time; median counterfactual/factual word ratio "
+            "0.9-1.1; the counterfactual the longer text in at most 60% of pairs. Reported as a "
+            "warning, not yet blocking: the demo's figure is above the bound (README, "
+            "Counterfactual quality).")],
     description="Per study: the factual reasoning trajectory and k counterfactual trajectories "
     "toward concept-graph-chosen target diseases, written by the LLM expert (or the offline "
     "concept-graph expert) and checked by the verifier.",
@@ -92,7 +113,8 @@ def counterfactual_trajectories(
     endpoint = llm.endpoint_config()
     options = GenerationOptions(
         k=config.k, max_candidates=config.max_candidates,
-        verifier=VerifierConfig(config.min_edit_tokens, config.max_edit_fraction))
+        verifier=VerifierConfig(config.min_edit_tokens, config.max_edit_fraction,
+                                config.min_unchanged_share))
     identity = run_identity(
         sha256_file(graph_files.graph),
         offline_expert.BACKEND if endpoint is None else LLM_BACKEND, endpoint, options,
@@ -140,6 +162,8 @@ def counterfactual_trajectories(
     fraction = dead_letter_fraction(table)
     metadata = _metadata(table, counters, len(todo))
     metadata["studies_without_labels"] = int((~has_labels).sum())
+    hardness = _hard_negative_check(table, config.max_style_accuracy)
+    metadata.update(hardness.metadata)
     return dg.MaterializeResult(
         value=table,
         data_version=dg.DataVersion(content_version(table, "counterfactual_trajectories")),
@@ -151,7 +175,40 @@ def counterfactual_trajectories(
             f"bound is {config.max_dead_letter_fraction:.1%} (`max_dead_letter_fraction`, run "
             "config of counterfactual_trajectories). rejection_reasons shows why.",
             metadata={"fraction": round(fraction, 4), "bound": config.max_dead_letter_fraction},
-        )],
+        ), hardness],
+    )
+
+
+def _hard_negative_check(table: pd.DataFrame, max_style_accuracy: float) -> dg.AssetCheckResult:
+    """The style and length figures of `quality` against their bounds, as a check whose
+    metadata (also the asset's) carries the classifier's accuracy and the n-grams it reads."""
+    targets = QualityTargets(max_style_accuracy=max_style_accuracy)
+    style = style_accuracy(table, seed_mask())
+    length = length_figures(table)
+    low, high = targets.length_ratio
+    failed = []
+    if style.accuracy is not None and style.accuracy > max_style_accuracy:
+        failed.append(f"style accuracy {style.accuracy:.3f} > {max_style_accuracy:.2f}")
+    if length.median_ratio is not None and not low <= length.median_ratio <= high:
+        failed.append(f"length ratio {length.median_ratio:.2f} outside {low}-{high}")
+    if length.longer_share is not None and length.longer_share > targets.max_longer_share:
+        failed.append(f"counterfactual longer in {length.longer_share:.0%} of pairs "
+                      f"> {targets.max_longer_share:.0%}")
+    measured = (f"style accuracy {style.accuracy:.3f} over {style.pairs} pairs"
+                if style.accuracy is not None else
+                f"style not measured: {style.pairs} pairs from fewer than two patients")
+    return dg.AssetCheckResult(
+        check_name="counterfactuals_are_hard_negatives", passed=not failed,
+        severity=dg.AssetCheckSeverity.WARN,
+        description="; ".join(failed) if failed else f"{measured}; length within bounds",
+        metadata={
+            "style_accuracy": style.accuracy,
+            "style_pairs": style.pairs,
+            "style_top_features": dg.MetadataValue.json(
+                {feature: weight for feature, weight in style.top_features}),
+            "length_median_ratio": length.median_ratio,
+            "counterfactual_longer_share": length.longer_share,
+        },
     )
 
 
