@@ -5,7 +5,8 @@ pixels) under a temporary folder, then materializes the real assets with resourc
 temporary data root: `cxr_studies` and `concept_graph` from the tree, `counterfactual_trajectories`
 with the offline concept-graph expert, then `counterfactual_trajectories` again with the LLM
 expert pointed at `OpenAICompatibleServer` answering as the scripted radiologist. For each
-expert it prints `quality_report`'s figures beside issue 9's targets, marked met or not met:
+expert it prints `quality_report`'s figures beside the figure before issue 9's fixes and
+issue 9's targets, marked met or not met:
 style accuracy (and the n-grams that give the counterfactual away), the length ratio and
 longer-share, contradictions, answer-line agreement, acceptance and the share of targets per
 disease. The trajectories asset's blocking dead-letter check may fail; its table is measured
@@ -29,6 +30,20 @@ IMAGE_SIZE = (32, 28)
 # What could point the resources elsewhere than the temporary tree and the offline expert.
 _ENVIRONMENT = ("CPO_DATA_ROOT", "MIMIC_CXR_ROOT", "MIMIC_CXR_JPG_ROOT", "CPO_LLM_BASE_URL",
                 "CPO_LLM_MODEL")
+
+
+# The figures before issue 9's fixes (1,000 patients, seed 0, same measurement), printed beside
+# each run's: the appended "consistent with" sentence, contradictions, two labellers.
+BEFORE = {
+    "offline concept-graph expert": {
+        "style accuracy": "1.000", "length ratio (median)": "1.38", "counterfactual longer": "91.4%",
+        "contradictions": "756", "answer-line agreement": "81.7%", "acceptance rate": "99.5%",
+        "least-targeted disease share": "0.0%"},
+    "scripted LLM expert": {
+        "style accuracy": "1.000", "length ratio (median)": "1.04", "counterfactual longer": "51.0%",
+        "contradictions": "1392", "answer-line agreement": "91.9%", "acceptance rate": "100.0%",
+        "least-targeted disease share": "0.0%"},
+}
 
 
 def _materialize(assets, resources: dict, selection: list[str]):
@@ -70,10 +85,11 @@ def print_report(expert: str, report, checks, asset: dict) -> None:
     print(f"\n== {expert}: {report.studies:,} studies, {report.factual_rows:,} factual and "
           f"{report.counterfactual_rows:,} counterfactual rows; run success={asset['success']}, "
           f"checks {asset['checks']}, {asset['seconds']:.1f} s")
-    print(f"{'figure':<30}{'measured':<36}{'target':<10}status")
+    print(f"{'figure':<30}{'measured':<36}{'before':<9}{'target':<10}status")
     for check in checks:
+        before = BEFORE.get(expert, {}).get(check.figure, "")
         print(f"{check.figure:<30}{_format(check.figure, check.value, report):<36}"
-              f"{check.target:<10}{'met' if check.met else 'NOT MET'}")
+              f"{before:<9}{check.target:<10}{'met' if check.met else 'NOT MET'}")
     style = report.style
     print(f"style: {style.pairs:,} pairs, {style.folds} patient-grouped folds; top features "
           "(+ marks the counterfactual):")

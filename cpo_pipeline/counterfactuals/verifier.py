@@ -40,7 +40,7 @@ _TOKEN = re.compile(r"\w+|[^\w\s]")
 @dataclass(frozen=True)
 class VerifierConfig:
     """The edit bound. Defaults chosen from the distribution measured on 1,000 generated
-    patients (README, "Counterfactual quality"): the floor admits replacing one statement and
+    patients (benchmarks/README.md, "Edit bound"): the floor admits replacing one statement and
     removing one more; longer reports are held to a share of their length."""
 
     min_edit_tokens: int = 24
