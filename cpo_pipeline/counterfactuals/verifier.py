@@ -165,8 +165,3 @@ def verify_counterfactual(
     reason = "accepted" if not dropped else (
         f"accepted; drops {', '.join(dropped)}, which {target} excludes")
     return Verdict(True, reason, edits, size, dropped)
-
-
-def diagnosis_of(findings: str) -> tuple[str, ...]:
-    """What the labeller says a findings text asserts, as the answer line names it."""
-    return positive_diseases(label_report(findings))

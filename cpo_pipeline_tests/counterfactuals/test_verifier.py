@@ -81,7 +81,7 @@ def test_dropping_another_diagnosis_is_rejected_unless_the_target_excludes_it():
     candidate = LONG_FACTUAL.replace("Hazy left upper lobe opacification. ", "").replace(
         "There is no pneumothorax.", "Small right pneumothorax.")
     answer = format_trajectory(candidate, ["Cardiomegaly", "Pneumothorax"])
-    common = dict(factual_diagnoses=["Cardiomegaly", "Lung Opacity"], replaced=None)
+    common = {"factual_diagnoses": ["Cardiomegaly", "Lung Opacity"], "replaced": None}
 
     kept = verify_counterfactual(LONG_FACTUAL, answer, "No Finding", "Pneumothorax", **common)
     excluded = verify_counterfactual(LONG_FACTUAL, answer, "No Finding", "Pneumothorax",

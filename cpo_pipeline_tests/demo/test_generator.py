@@ -165,12 +165,11 @@ def test_every_painted_finding_with_a_side_in_its_report_is_painted_on_that_side
                 # The side is the report's own word for this finding ...
                 assert placement.side in study.parts.findings.lower()
                 # ... and the finding's pixels lie on that side (patient's right = image left).
-                def render(findings):
-                    return render_chest_phantom(
-                        findings, "PA", (128, 112), np.random.default_rng(study.study_id),
-                        placements=study.parts.placements).astype(float)
-                change = np.abs(render(shown) - render({k: v for k, v in shown.items()
-                                                        if k != label}))
+                with_it, without = (render_chest_phantom(
+                    findings, "PA", (128, 112), np.random.default_rng(study.study_id),
+                    placements=study.parts.placements).astype(float)
+                    for findings in (shown, {k: v for k, v in shown.items() if k != label}))
+                change = np.abs(with_it - without)
                 half = change.shape[1] // 2
                 on_side = change[:, :half] if placement.side == "right" else change[:, half:]
                 assert on_side.sum() > 0.8 * change.sum(), (study.study_id, label, placement)
