@@ -39,9 +39,10 @@ from cpo_pipeline.radiology.chexpert import (
     LABEL_NEGATIVE,
     LABEL_POSITIVE,
     LABEL_UNCERTAIN,
+    NO_FINDING,
 )
-from cpo_pipeline.radiology.labeller import find_mentions
-from cpo_pipeline.radiology.normal_statements import contradicted_by
+from cpo_pipeline.radiology.labeller import find_mentions, label_report
+from cpo_pipeline.radiology.normal_statements import NORMAL_STATEMENTS, contradicted_by, lowered
 from cpo_pipeline.radiology.phrase_bank import (
     FINDINGS_ORDER,
     LOBES,
@@ -181,7 +182,8 @@ def _owners(body: str, clauses: list[_Clause]) -> list[int]:
     statement), else the previous clause ("with a meniscus"), or the next when it comes first
     ("Findings are consistent with ...")."""
     named = [bool(find_mentions(body[c.start:c.end]))
-             or any(contradicted_by(body[c.start:c.end], d) for d in FINDINGS_ORDER)
+             or any(statement.pattern.search(lowered(body[c.start:c.end]))
+                    for statement in NORMAL_STATEMENTS)
              for c in clauses]
     owners = []
     for index, has_name in enumerate(named):
@@ -196,13 +198,9 @@ def _owners(body: str, clauses: list[_Clause]) -> list[int]:
 
 
 def _labels_of(text: str) -> dict[str, float]:
-    statuses: dict[str, float] = {}
-    rank = {LABEL_POSITIVE: 2, LABEL_UNCERTAIN: 1, LABEL_NEGATIVE: 0}
-    for mention in find_mentions(text):
-        known = statuses.get(mention.label)
-        if known is None or rank[mention.status] > rank[known]:
-            statuses[mention.label] = mention.status
-    return statuses
+    """The labels `text` mentions, each with the labeller's status (No Finding left out)."""
+    return {label: status for label, status in label_report(text).items()
+            if status is not None and label != NO_FINDING}
 
 
 def _rebuilt(

@@ -8,7 +8,8 @@ import pytest
 from PIL import Image
 
 from cpo_pipeline import layout
-from cpo_pipeline.demo.generator import DemoConfig, plan_demo, write_demo_tree
+from cpo_pipeline.demo.generator import DemoConfig, painted, plan_demo, write_demo_tree
+from cpo_pipeline.demo.phantom import render_chest_phantom
 from cpo_pipeline.ingestion.sections import extract_sections
 from cpo_pipeline.radiology.chexpert import CHEXPERT_LABELS
 from cpo_pipeline.radiology.labeller import label_report
@@ -150,9 +151,6 @@ SIDED = ("Atelectasis", "Consolidation", "Pneumonia", "Lung Opacity", "Lung Lesi
 
 
 def test_every_painted_finding_with_a_side_in_its_report_is_painted_on_that_side():
-    from cpo_pipeline.demo.generator import painted
-    from cpo_pipeline.demo.phantom import render_chest_phantom
-
     checked = 0
     for patient in plan_demo(DemoConfig(patients=40, seed=5)):
         for study in patient.studies:
@@ -178,8 +176,6 @@ def test_every_painted_finding_with_a_side_in_its_report_is_painted_on_that_side
 
 
 def test_uncertain_findings_are_not_painted_and_not_answered():
-    from cpo_pipeline.demo.generator import painted
-
     labels = {"Pneumonia": -1.0, "Pleural Effusion": 1.0, "Pneumothorax": 0.0, "Edema": None}
 
     assert painted(labels) == {"Pleural Effusion": 1.0}
