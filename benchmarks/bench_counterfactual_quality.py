@@ -107,7 +107,10 @@ def print_report(expert: str, report, checks, asset: dict) -> None:
               + "; ".join(f"{study} {list(expected)} {list(named)}"
                           for study, expected, named in answer_line.examples[:3]))
     bound = QualityTargets().min_target_share
-    print(f"targets per disease (share of counterfactual rows; target >= {bound:.0%} each):")
+    if report.deletion_share is not None:
+        print(f"deletions (target No Finding): {report.deletion_share:.1%} of counterfactual rows")
+    print(f"targets per disease (share of the counterfactual rows aimed at a disease; target >= "
+          f"{bound:.0%} each):")
     for disease, share in report.target_shares.items():
         print(f"    {disease:<28}{share:>7.1%}  {'met' if share >= bound else 'NOT MET'}")
 

@@ -46,6 +46,7 @@ from cpo_pipeline.concepts.statistics import (
     EdgeThresholds,
     label_presence,
     learned_edges,
+    normal_studies,
 )
 from cpo_pipeline.llm import client as llm_client
 from cpo_pipeline.llm.response_cache import ResponseCache
@@ -54,9 +55,11 @@ from cpo_pipeline.resources.settings import PipelineSettings
 from cpo_pipeline.storage import atomic_target, content_hash, write_parquet
 
 _SEED = load_ontology()
-# Changes with the seed file, the scoring rules or the LLM prompt.
+# Changes with the seed file, the scoring rules, the LLM prompt or what the graph records
+# of its studies (GRAPH_FORMAT 2: `normal_studies`).
+GRAPH_FORMAT = "2"
 CODE_VERSION = (f"seed-{_SEED.sha256[:12]}.scoring-{SCORING_VERSION}"
-                f".prompt-{prompt_sha256(_SEED)[:12]}")
+                f".prompt-{prompt_sha256(_SEED)[:12]}.format-{GRAPH_FORMAT}")
 _DEFAULTS = EdgeThresholds()
 
 
@@ -129,7 +132,8 @@ def concept_graph(
     counts = {**concepts.sum().to_dict(), **labels.sum().to_dict()}
     graph = build_concept_graph(
         _SEED, [*learned, *(extraction.edges if extraction else [])], counts,
-        studies=len(cxr_studies), thresholds=asdict(thresholds), scoring_version=SCORING_VERSION,
+        studies=len(cxr_studies), normal_studies=normal_studies(cxr_studies),
+        thresholds=asdict(thresholds), scoring_version=SCORING_VERSION,
         llm_model=extraction.model if extraction else None,
         llm_skipped_batches=[asdict(s) for s in extraction.skipped] if extraction else [],
     )

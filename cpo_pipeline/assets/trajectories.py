@@ -43,7 +43,7 @@ from cpo_pipeline.resources.settings import PipelineSettings
 from cpo_pipeline.schemas import content_version
 from cpo_pipeline.storage import previous_table, sha256_file
 
-GENERATOR_VERSION = "6"
+GENERATOR_VERSION = "7"
 _DIFF_SAMPLES = 5
 _CHUNK_STUDIES = 2_000
 

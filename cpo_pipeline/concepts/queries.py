@@ -22,7 +22,7 @@ from cpo_pipeline.concepts.ontology import (
     PROVENANCES,
     SUBTYPE_OF,
 )
-from cpo_pipeline.radiology.chexpert import LABEL_POSITIVE, LABEL_UNCERTAIN
+from cpo_pipeline.radiology.chexpert import LABEL_POSITIVE, LABEL_UNCERTAIN, NO_FINDING
 from cpo_pipeline.storage import content_hash
 
 
@@ -149,6 +149,7 @@ def choose_counterfactual_targets(
     study_attributes: Iterable[str],
     k: int = 2,
     study_key: object = None,
+    balancing: int | None = None,
 ) -> list[Target]:
     """The `k` diseases most relevant as counterfactual targets for one study.
 
@@ -169,13 +170,14 @@ def choose_counterfactual_targets(
     than `k` may come back.
 
     With a `study_key` (the study id), ties (every disease ties for a normal study) go to a
-    per-study pseudo-random order, the sha256 of key and disease, and the last of `k` targets is
-    drawn in that order among all the candidates not already chosen, related or not (the
-    balancing slot): the most related diseases come first, and every disease is targeted over a
-    dataset (ranking alone never reached Pleural Other or Enlarged Cardiomediastinum on the
-    demo). A study with no related candidate gets no target. A study's targets depend on nothing but its own inputs, so incremental re-runs stay
-    valid. Without a key, the `k` best go, ties to the disease present in more studies, then
-    to the name.
+    per-study pseudo-random order, the sha256 of key and disease, and the last `balancing`
+    targets (default: one when `k` >= 2) are drawn in that order among all the candidates not
+    already chosen, related or not (the balancing slots): the most related diseases come first,
+    and every disease is targeted over a dataset (ranking alone never reached Pleural Other or
+    Enlarged Cardiomediastinum on the demo). A study with no related candidate gets no target
+    unless every slot is a balancing one. A study's targets depend on nothing but its own
+    inputs, so incremental re-runs stay valid. Without a key, the `k` best go, ties to the
+    disease present in more studies, then to the name.
     """
     attributes, _ = _split_findings(graph, study_attributes)
     present = [label for label, value in study_labels.items() if value in _PRESENT]
@@ -206,12 +208,15 @@ def choose_counterfactual_targets(
         return content_hash([str(study_key), target.disease])
 
     related.sort(key=lambda t: (-t.score, draw(t)))
-    if k < 2 or not related:
-        return related[:k]
-    # The last of k targets is drawn among every other candidate (the balancing slot).
-    chosen = {target.disease for target in related[:k - 1]}
-    others = [target for target in targets if target.disease not in chosen]
-    return [*related[:k - 1], min(others, key=draw)] if others else related[:k - 1]
+    if balancing is None:
+        balancing = 1 if k >= 2 else 0
+    if not related and balancing < k:
+        return []
+    # The last `balancing` targets are drawn among every other candidate.
+    ranked = related[:k - balancing]
+    chosen = {target.disease for target in ranked}
+    others = sorted((target for target in targets if target.disease not in chosen), key=draw)
+    return [*ranked, *others[:k - len(ranked)]]
 
 
 def perturbation_plan(
@@ -270,3 +275,36 @@ def perturbation_plan(
             keep.append(PlanStep(location, (site,)))
     return PerturbationPlan(sources, target, tuple(add), tuple(remove), tuple(negate), tuple(keep))
 
+
+
+def choose_deleted(
+    graph: nx.MultiDiGraph, diagnoses: Iterable[str], study_key: object, avoid: str | None = None
+) -> str | None:
+    """The diagnosis a deletion counterfactual denies: drawn per study (the sha256 of key and
+    disease) among the study's positive diseases that no other one implies (Lung Opacity stays
+    while Pneumonia does), `avoid` (another counterfactual's source) only if it is the last;
+    None for a normal study."""
+    diagnoses = [d for d in diagnoses if d != NO_FINDING]
+    implied = set().union(*(ancestors(graph, d) for d in diagnoses))
+    deletable = [d for d in diagnoses if d not in implied]
+    preferred = [d for d in deletable if d != avoid] or deletable
+    if not preferred:
+        return None
+    return min(preferred, key=lambda d: content_hash([str(study_key), "delete", d]))
+
+
+def deletion_plan(
+    graph: nx.MultiDiGraph, source: str, kept: Iterable[str], study_attributes: Iterable[str]
+) -> PerturbationPlan:
+    """The minimal edit that deletes `source`, toward "No Finding" for it: the study attributes
+    associated with the source and with none of the `kept` diseases go with it (`remove`);
+    nothing is added or negated."""
+    _check_concepts(graph, [source], (DISEASE,), "deleted disease")
+    kept = _check_concepts(graph, [d for d in kept if d != NO_FINDING], (DISEASE, OBSERVATION),
+                           "kept disease")
+    attributes, _ = _split_findings(graph, study_attributes)
+    signs = _related(graph, source, ASSOCIATION, ATTRIBUTE)
+    kept_signs = [_related(graph, disease, ASSOCIATION, ATTRIBUTE) for disease in kept]
+    remove = tuple(PlanStep(attribute, (signs[attribute],)) for attribute in sorted(attributes)
+                   if attribute in signs and not any(attribute in other for other in kept_signs))
+    return PerturbationPlan((source,), NO_FINDING, (), remove, (), ())

@@ -46,7 +46,7 @@ from cpo_pipeline.concepts.ontology import (
     ConceptEdge,
     Ontology,
 )
-from cpo_pipeline.radiology.chexpert import CHEXPERT_LABELS, LABEL_POSITIVE
+from cpo_pipeline.radiology.chexpert import CHEXPERT_LABELS, DISEASES, LABEL_POSITIVE
 
 # Bump when a formula or a default threshold changes: it is part of the asset's code version.
 SCORING_VERSION = "1"
@@ -100,6 +100,12 @@ def wilson_interval(successes: np.ndarray, trials: np.ndarray, confidence: float
 def label_presence(studies: pd.DataFrame, labels: Sequence[str] = CHEXPERT_LABELS) -> pd.DataFrame:
     """One boolean column per label: positive (1.0) in the study. Uncertain counts as absent."""
     return pd.DataFrame({label: studies[label].to_numpy() == LABEL_POSITIVE for label in labels})
+
+
+def normal_studies(studies: pd.DataFrame) -> int:
+    """How many studies assert none of the 12 diseases (uncertain or device-only studies
+    count): the studies a counterfactual can only add a finding to."""
+    return int((~label_presence(studies, DISEASES).any(axis=1)).sum())
 
 
 def pair_statistics(x: pd.DataFrame, y: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:

@@ -44,9 +44,15 @@ from cpo_pipeline.radiology.chexpert import (
 from cpo_pipeline.radiology.labeller import find_mentions, label_report
 from cpo_pipeline.radiology.normal_statements import NORMAL_STATEMENTS, contradicted_by, lowered
 from cpo_pipeline.radiology.phrase_bank import (
+    EXPLICIT_NEGATIVE_RATE,
     FINDINGS_ORDER,
     LOBES,
+    LUNG_FINDINGS,
+    LUNGS_CLEAR,
+    LUNGS_CLEAR_RATE,
     NEGATIONS,
+    NO_OSSEOUS_ABNORMALITY,
+    NO_OSSEOUS_ABNORMALITY_RATE,
     PHRASINGS,
     SIGNS,
     draw_slots,
@@ -124,8 +130,9 @@ class _Removed:
 
 
 def _removed_starts(
-    body: str, source: str | None, target: str, attribute_starts: AttributeStarts | None
+    body: str, source: str | None, target: str | None, attribute_starts: AttributeStarts | None
 ) -> _Removed:
+    """What goes of one sentence; with no `target` (a deletion) nothing is denied or normal."""
     parents = {parent for parent, kinds in HIERARCHY.items() if target in kinds}
     mentions = find_mentions(body)
     of_source = [m.start for m in mentions
@@ -138,7 +145,8 @@ def _removed_starts(
     if attribute_starts is not None:
         attribute = [start for start in attribute_starts(body)
                      if not _states_another_finding(body, start, source)]
-    return _Removed(of_source, denial, contradicted_by(body, target), attribute)
+    normal = contradicted_by(body, target) if target is not None else []
+    return _Removed(of_source, denial, normal, attribute)
 
 
 def _states_another_finding(body: str, position: int, source: str | None) -> bool:
@@ -437,16 +445,76 @@ def rewrite(
         if kept is not None:
             edited.append(kept)
     inserts = _fill(edited, source, target, source_slot, target_slot, rng)
-    numbered = bool(sentences) and all(s.marker for s in sentences)
     # Later positions first, so earlier ones stay where they were; at one position the first
     # listed is inserted last, so it ends up first.
     order = sorted(range(len(inserts)), key=lambda i: (-inserts[i][0], -i))
     for position, text in (inserts[i] for i in order):
-        edited.insert(position, _Sentence("1." if numbered else None, text))
-    if numbered:
+        edited.insert(position, _Sentence(None, text))
+    return _renumbered(sentences, edited)
+
+
+def _renumbered(original: list[_Sentence], edited: list[_Sentence]) -> str:
+    """The edited findings as text, numbered 1., 2. ... if the original was a numbered list."""
+    if original and all(s.marker for s in original):
         for number, s in enumerate(edited, start=1):
             s.marker = f"{number}."
     return " ".join(_joined(s) for s in edited)
+
+
+def delete_finding(
+    findings: str,
+    source: str,
+    rng: np.random.Generator,
+    *,
+    attribute_starts: AttributeStarts | None = None,
+) -> str:
+    """`findings` with `source` deleted in place: the report as it would read had the finding
+    not been there, written the way the phrase bank's reports are (the mirror of stating a
+    target in a normal report, so that neither direction has a tell).
+
+    Every clause stating the source (asserted or hedged) goes, with the attributes
+    `attribute_starts` marks; a clause of a sentence that stays just goes ("Effusion with
+    adjacent atelectasis." -> "Effusion."). Where the source was a sentence of its own, its
+    denial takes that place (the negation flip "Small right pleural effusion." -> "No pleural
+    effusion.", shaped like it) at the rate reports deny an absent finding
+    (`EXPLICIT_NEGATIVE_RATE`); when no lung finding is left, "The lungs are clear." is said
+    at `LUNGS_CLEAR_RATE`, and with the fracture gone "No acute osseous abnormality." at
+    `NO_OSSEOUS_ABNORMALITY_RATE`, unless already said; a report left with nothing to say
+    gets the denial. Nothing that would contradict what stays is written. A numbered list is
+    renumbered."""
+    sentences = _sentences(findings)
+    edited: list[_Sentence] = []
+    slot: _Slot | None = None
+    for s in sentences:
+        removed = _removed_starts(s.body, source, None, attribute_starts)
+        if not removed.all:
+            edited.append(s)
+            continue
+        cut = _cut(s.body, removed.all)
+        if cut.remaining is not None:
+            edited.append(_Sentence(s.marker, cut.remaining))
+        elif removed.source and slot is None:
+            slot = _Slot(len(edited), placement_of(cut.removed), True, cut.removed)
+    position = slot.position if slot else _reading_position(edited, source)
+    said = []
+    if slot is not None and rng.random() < EXPLICIT_NEGATIVE_RATE[source]:
+        said.append(denial_statement(source, slot.placement, rng, slot.removed))
+    text = lowered(" ".join(_joined(s) for s in edited))
+    if (source in LUNG_FINDINGS and rng.random() < LUNGS_CLEAR_RATE
+            and not any(_labels_of(text).get(d) in (LABEL_POSITIVE, LABEL_UNCERTAIN)
+                        for d in LUNG_FINDINGS)
+            and not NORMAL_STATEMENTS[0].pattern.search(text)):
+        said.append(sentence(LUNGS_CLEAR))
+    if (source == "Fracture" and rng.random() < NO_OSSEOUS_ABNORMALITY_RATE
+            and not _OSSEOUS.search(text)):
+        edited.append(_Sentence(None, sentence(NO_OSSEOUS_ABNORMALITY)))
+    if not edited and not said:  # a report says something: here, that the finding is gone
+        said.append(denial_statement(source, slot.placement if slot else Placement(), rng,
+                                     slot.removed if slot else None))
+    for statement in reversed(said):
+        if not _contradicts_what_stays(edited, statement):
+            edited.insert(position, _Sentence(None, statement))
+    return _renumbered(sentences, edited)
 
 
 def _fill(

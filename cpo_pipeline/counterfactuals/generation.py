@@ -25,6 +25,8 @@ from cpo_pipeline.concepts.queries import (
     PerturbationPlan,
     ancestors,
     choose_counterfactual_targets,
+    choose_deleted,
+    deletion_plan,
     perturbation_plan,
     strongest_edge,
 )
@@ -51,6 +53,7 @@ from cpo_pipeline.radiology.answer_format import (
     positive_diseases,
 )
 from cpo_pipeline.radiology.chexpert import CHEXPERT_LABELS, NO_FINDING
+from cpo_pipeline.storage import content_hash
 
 FACTUAL = "factual"
 COUNTERFACTUAL = "counterfactual"
@@ -144,18 +147,72 @@ def choose_source(graph: nx.MultiDiGraph, diagnoses: Sequence[str], target: str)
     return max(candidates, key=lambda d: (strength(d), -candidates.index(d)))
 
 
+@dataclass(frozen=True)
+class EditBalance:
+    """How many counterfactuals of each direction a study gets, so that over a dataset findings
+    are taken away about as often as they are added: pairs that mostly add a finding teach a
+    model that the rejected text is the more abnormal one (under-calling), and a bag-of-words
+    reads the direction off the finding count. A normal study gets `normal_insertions` (a whole
+    number, plus one more with the fractional part's probability); a study with a disease gets
+    `k - 1` targets and, with probability `deletion_rate`, a deletion of one of its diseases
+    (else one more target)."""
+
+    normal_insertions: float
+    deletion_rate: float
+
+
+def edit_balance(graph: nx.MultiDiGraph, k: int) -> EditBalance:
+    """The balance for the dataset the graph was built from (its share f of studies asserting
+    no disease, `normal_studies` over `studies`; 1/3 if the graph does not say): insertions
+    f * n, deletions (1 - f) * r, equal when n = (1 - f) / f (at most `k`, at least 1) and
+    r = f * n / (1 - f) (at most 1). At a share of a third every study gets `k` = 2."""
+    studies = graph.graph.get("studies") or 0
+    normal = graph.graph.get("normal_studies") or 0
+    share = normal / studies if studies and 0 < normal < studies else 1 / 3
+    insertions = min(float(k), max(1.0, (1 - share) / share))
+    return EditBalance(insertions, min(1.0, share * insertions / (1 - share)))
+
+
+def _chance(study_key: object, what: str) -> float:
+    """A per-study number in [0, 1): a study's choices depend on nothing but its own inputs."""
+    return int(content_hash([str(study_key), what])[:12], 16) / 16 ** 12
+
+
 def plan_counterfactuals(
-    study: StudyInput, graph: nx.MultiDiGraph, extractor: ConceptExtractor, k: int
+    study: StudyInput, graph: nx.MultiDiGraph, extractor: ConceptExtractor, k: int,
+    balance: EditBalance | None = None,
 ) -> list[CounterfactualTask]:
+    """A study's counterfactual tasks: insertions toward `choose_counterfactual_targets` for
+    a normal study, replacements (or additions) toward them and a deletion of one of its
+    diseases (target "No Finding": `choose_deleted`) for one with a disease, as many of each
+    as `balance` (default: `edit_balance(graph, k)`) says."""
+    balance = balance or edit_balance(graph, k)
     attributes = extractor.present(study.findings)
+    delete = (k > 0 and choose_deleted(graph, study.diagnoses, study.study_id) is not None
+              and _chance(study.study_id, "delete") < balance.deletion_rate)
+    normal = study.diagnoses == (NO_FINDING,)
+    if normal:
+        whole = int(balance.normal_insertions)
+        wanted = whole + (_chance(study.study_id, "insert") < balance.normal_insertions - whole)
+    else:
+        wanted = k - delete
     tasks = []
-    for target in choose_counterfactual_targets(graph, study.labels, attributes, k,
-                                                study_key=study.study_id):
+    # A normal study's targets are all drawn (every disease ties as its diagnosis), which is
+    # what gets every disease targeted now that a diseased study's last slot is its deletion.
+    for target in choose_counterfactual_targets(graph, study.labels, attributes, wanted,
+                                                study_key=study.study_id,
+                                                balancing=wanted if normal else None):
         source = choose_source(graph, study.diagnoses, target.disease)
         plan = perturbation_plan(graph, source or NO_FINDING, target.disease, attributes)
         excluded = tuple(d for d in study.diagnoses if d != NO_FINDING
                          and strongest_edge(graph, d, target.disease, "exclusion") is not None)
         tasks.append(CounterfactualTask(study, source, target.disease, plan, excluded))
+    if delete:
+        deleted = choose_deleted(graph, study.diagnoses, study.study_id,
+                                 avoid=tasks[0].source if tasks else None)
+        kept = [d for d in study.diagnoses if d != deleted]
+        tasks.append(CounterfactualTask(study, deleted, NO_FINDING,
+                                        deletion_plan(graph, deleted, kept, attributes)))
     return tasks
 
 
@@ -247,7 +304,10 @@ def graph_context(graph: nx.MultiDiGraph, task: CounterfactualTask) -> str:
 
 def plan_context(task: CounterfactualTask) -> str:
     lines = []
-    if task.source:
+    if task.target == NO_FINDING:
+        lines.append(f"- delete {task.source}: deny it where it was stated, or leave it out, "
+                     "as the report would read had it not been seen")
+    elif task.source:
         lines.append(f"- replace {task.source} with {task.target}")
     else:
         lines.append(f"- add findings of {task.target}")
@@ -328,8 +388,9 @@ def generate_trajectories(
     on_progress: Callable[[int, int, RequestCounters], None] | None = None,
 ) -> pd.DataFrame:
     """Every study's factual trajectory and its counterfactuals (`TRAJECTORY_COLUMNS`)."""
+    balance = edit_balance(graph, options.k)
     tasks = [task for study in studies
-             for task in plan_counterfactuals(study, graph, extractor, options.k)]
+             for task in plan_counterfactuals(study, graph, extractor, options.k, balance)]
     if endpoint is None:
         counterfactual = offline_rows(tasks, extractor, options)
     else:

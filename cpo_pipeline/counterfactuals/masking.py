@@ -32,6 +32,16 @@ NUMBER_WORDS = (
     "twelve", "first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth",
     "ninth", "tenth", "eleventh", "twelfth",
 )
+# How a finding looks and how old it is, words of the attribute categories the seed ontology
+# does not list one by one (morphology, density, chronicity): "a spiculated mass", "healed
+# fractures", "dense consolidation" say what the finding is, not how the report is written.
+DESCRIPTOR_WORDS = (
+    "acute", "subacute", "chronic", "old", "healed", "healing", "nondisplaced", "displaced",
+    "spiculated", "lobulated", "well-circumscribed", "patchy", "hazy", "dense", "focal",
+    "multifocal", "plate-like", "subsegmental", "segmental", "layering", "loculated",
+    "calcified", "interstitial", "multiple", "several", "numerous", "few", "single",
+    "solitary", "scattered", "diffuse", "apical", "basilar", "retrocardiac", "adjacent",
+)
 _DIGITS = r"\d+(?:[.,]\d+)*(?:st|nd|rd|th)?"
 # Masked spans separated only by spaces or hyphens become one placeholder: "small left pleural
 # effusion" and "pneumothorax" mask alike, so swapping one finding for another leaves no trace.
@@ -64,7 +74,7 @@ def concept_mask(ontology: Ontology) -> ConceptMask:
     labeller = [fragment.replace(" ", r"\s+") for disease in DISEASES
                 for fragment in (*MENTION_PHRASES[disease].findings,
                                  *MENTION_PHRASES[disease].descriptors)]
-    words = [*LATERALITY_WORDS, *SEVERITY_WORDS, *NUMBER_WORDS]
+    words = [*LATERALITY_WORDS, *SEVERITY_WORDS, *NUMBER_WORDS, *DESCRIPTOR_WORDS]
     return ConceptMask((_alternation(terms), _alternation(labeller), _alternation(words),
                         re.compile(rf"(?<![\w.]){_DIGITS}(?!\w)")))
 

@@ -15,8 +15,8 @@ import numpy as np
 
 from cpo_pipeline.concepts.mentions import ConceptExtractor
 from cpo_pipeline.concepts.queries import PerturbationPlan
-from cpo_pipeline.counterfactuals.editing import rewrite
-from cpo_pipeline.radiology.chexpert import LABEL_POSITIVE
+from cpo_pipeline.counterfactuals.editing import delete_finding, rewrite
+from cpo_pipeline.radiology.chexpert import LABEL_POSITIVE, NO_FINDING
 from cpo_pipeline.storage import content_hash
 
 BACKEND = "offline-concept-graph"
@@ -39,5 +39,7 @@ def apply_plan(
         return [m.start for m in extractor.mentions(sentence)
                 if m.label in dropped and m.status == LABEL_POSITIVE]
 
-    return rewrite(findings, source, plan.target, edit_rng(study_key, plan.target),
-                   attribute_starts=attribute_starts if dropped else None)
+    rng, starts = edit_rng(study_key, plan.target), attribute_starts if dropped else None
+    if plan.target == NO_FINDING:
+        return delete_finding(findings, source, rng, attribute_starts=starts)
+    return rewrite(findings, source, plan.target, rng, attribute_starts=starts)

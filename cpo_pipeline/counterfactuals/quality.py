@@ -191,8 +191,8 @@ def answer_diseases(text: str) -> frozenset[str] | None:
 
 def expected_answer(factual: frozenset[str], source: str, target: str) -> frozenset[str]:
     """The factual's diseases, less the replaced `source` (nothing for "No Finding"), plus the
-    target."""
-    return (factual - {source}) | {target}
+    target (nothing for "No Finding": a deletion)."""
+    return (factual - {source}) | ({target} - {NO_FINDING})
 
 
 @dataclass(frozen=True)
@@ -249,12 +249,20 @@ def acceptance_rate(trajectories: pd.DataFrame) -> float | None:
 
 
 def target_shares(trajectories: pd.DataFrame) -> dict[str, float]:
-    """Per disease, in CheXpert order and all 12 even at 0, its share of counterfactual rows."""
+    """Per disease, in CheXpert order and all 12 even at 0, its share of the counterfactual
+    rows that aim at a disease (deletions, aimed at "No Finding", are `deletion_share`)."""
     targets = trajectories.loc[trajectories["kind"] == COUNTERFACTUAL, "target_disease"]
+    targets = targets[targets != NO_FINDING]
     counts = targets.value_counts()
     total = len(targets)
     return {disease: float(counts.get(disease, 0)) / total if total else 0.0
             for disease in DISEASES}
+
+
+def deletion_share(trajectories: pd.DataFrame) -> float | None:
+    """The share of counterfactual rows that delete a finding (target "No Finding")."""
+    targets = trajectories.loc[trajectories["kind"] == COUNTERFACTUAL, "target_disease"]
+    return float((targets == NO_FINDING).mean()) if len(targets) else None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -272,6 +280,7 @@ class QualityReport:
     contradictions: ContradictionFigures
     answer_line: AgreementFigures
     target_shares: dict[str, float]
+    deletion_share: float | None
 
 
 def quality_report(
@@ -293,6 +302,7 @@ def quality_report(
         contradictions=contradiction_figures(trajectories, ContradictionReader.of(ontology)),
         answer_line=answer_line_agreement(trajectories),
         target_shares=target_shares(trajectories),
+        deletion_share=deletion_share(trajectories),
     )
 
 

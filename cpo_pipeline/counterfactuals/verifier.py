@@ -88,7 +88,7 @@ def expected_diagnoses(
     """The counterfactual's answer: the factual answer less `replaced` (and `dropped`) plus
     `target`, in CheXpert order. "No Finding" is never kept beside a disease."""
     kept = {d for d in factual if d not in (replaced, NO_FINDING, *dropped)} | {target}
-    return tuple(d for d in DISEASES if d in kept)
+    return tuple(d for d in DISEASES if d in kept) or (NO_FINDING,)
 
 
 def unchanged_share(before: str, after: str) -> float:
@@ -131,7 +131,7 @@ def verify_counterfactual(
     def rejected(reason: str) -> Verdict:
         return Verdict(False, reason, edits, size)
 
-    if labels.get(target) != LABEL_POSITIVE:
+    if target != NO_FINDING and labels.get(target) != LABEL_POSITIVE:
         return rejected(f"labeller does not find {target} asserted")
     if source != NO_FINDING and labels.get(source) == LABEL_POSITIVE:
         return rejected(f"labeller still finds {source} asserted")

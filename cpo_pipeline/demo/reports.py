@@ -28,11 +28,16 @@ from cpo_pipeline.radiology.chexpert import (
 )
 from cpo_pipeline.radiology.labeller import no_finding
 from cpo_pipeline.radiology.phrase_bank import (
+    EXPLICIT_NEGATIVE_RATE,
     FINDINGS_ORDER,
     HEDGES,
     LISTED_NEGATIONS,
     LUNG_FINDINGS,
+    LUNGS_CLEAR,
+    LUNGS_CLEAR_RATE,
     NEGATIONS,
+    NO_OSSEOUS_ABNORMALITY,
+    NO_OSSEOUS_ABNORMALITY_RATE,
     PAIRED_HEDGES,
     PAIRED_SENTENCES,
     PHRASINGS,
@@ -67,25 +72,6 @@ _SAMPLING_ORDER = (
     "Cardiomegaly", "Pleural Effusion", "Atelectasis", "Consolidation",
     "Enlarged Cardiomediastinum", "Pneumothorax", "Lung Opacity",
 )
-
-# Of the studies where a finding is neither positive nor uncertain, the share whose report says
-# it is absent ("no pneumothorax"). Our guesses from reading reports, not measurements.
-_EXPLICIT_NEGATIVE_RATE: dict[str, float] = {
-    "Pneumothorax": 0.40,
-    "Pleural Effusion": 0.30,
-    "Consolidation": 0.20,
-    "Pneumonia": 0.15,
-    "Cardiomegaly": 0.15,
-    "Edema": 0.12,
-    "Enlarged Cardiomediastinum": 0.10,
-    "Fracture": 0.05,
-    "Lung Opacity": 0.03,
-    "Atelectasis": 0.02,
-    "Lung Lesion": 0.02,
-    "Support Devices": 0.02,
-    "Pleural Other": 0.01,
-}
-
 
 # A share of studies is normal: nothing but devices is positive or uncertain. The others carry
 # the findings at rates scaled up to keep the published marginals. Independent findings alone
@@ -148,7 +134,7 @@ def _draw_status(
             return LABEL_POSITIVE
         if rng.random() < _UNCERTAIN_IF_NOT_POSITIVE[label]:
             return LABEL_UNCERTAIN
-    return LABEL_NEGATIVE if rng.random() < _EXPLICIT_NEGATIVE_RATE[label] else None
+    return LABEL_NEGATIVE if rng.random() < EXPLICIT_NEGATIVE_RATE[label] else None
 
 
 def sample_labels(rng: np.random.Generator) -> dict[str, float | None]:
@@ -291,12 +277,12 @@ def write_findings(
     sentences = [statement.text for statement in statements]
     lungs_free = not any(_is_present(labels[label]) for label in LUNG_FINDINGS)
     after_devices = sum(1 for statement in statements if _is_about_devices(statement))
-    if lungs_free and (not sentences or rng.random() < 0.6):
-        sentences.insert(after_devices, "the lungs are clear")
+    if lungs_free and (not sentences or rng.random() < LUNGS_CLEAR_RATE):
+        sentences.insert(after_devices, LUNGS_CLEAR)
     elif not _is_present(labels["Atelectasis"]) and rng.random() < 0.3:
         sentences.insert(after_devices, "the lungs are well expanded")
-    if not _is_present(labels["Fracture"]) and rng.random() < 0.3:
-        sentences.append("no acute osseous abnormality")
+    if not _is_present(labels["Fracture"]) and rng.random() < NO_OSSEOUS_ABNORMALITY_RATE:
+        sentences.append(NO_OSSEOUS_ABNORMALITY)
     return " ".join(sentence(text) for text in sentences)
 
 

@@ -191,6 +191,32 @@ PHRASINGS: dict[str, Phrasing] = {
     ),
 }
 
+# Of the studies where a finding is neither positive nor uncertain, the share whose report says
+# it is absent ("no pneumothorax"). Our guesses from reading reports, not measurements.
+EXPLICIT_NEGATIVE_RATE: dict[str, float] = {
+    "Pneumothorax": 0.40,
+    "Pleural Effusion": 0.30,
+    "Consolidation": 0.20,
+    "Pneumonia": 0.15,
+    "Cardiomegaly": 0.15,
+    "Edema": 0.12,
+    "Enlarged Cardiomediastinum": 0.10,
+    "Fracture": 0.05,
+    "Lung Opacity": 0.03,
+    "Atelectasis": 0.02,
+    "Lung Lesion": 0.02,
+    "Support Devices": 0.02,
+    "Pleural Other": 0.01,
+}
+
+# Normal statements a report makes when nothing it covers is found, and how often: "the lungs
+# are clear" when no lung finding is present or hedged, "no acute osseous abnormality" when no
+# fracture is. Our guesses, like the rates above; a deletion writes them at the same rates.
+LUNGS_CLEAR = "the lungs are clear"
+LUNGS_CLEAR_RATE = 0.6
+NO_OSSEOUS_ABNORMALITY = "no acute osseous abnormality"
+NO_OSSEOUS_ABNORMALITY_RATE = 0.3
+
 # One sentence for two labels of the same status, used when both hold.
 PAIRED_SENTENCES: dict[tuple[str, str, float], tuple[str, ...]] = {
     ("Lung Opacity", "Pneumonia", LABEL_POSITIVE): (

@@ -3,7 +3,8 @@
 It answers the project's counterfactual prompt the way a careful radiologist would: rewrites
 the findings in place (`editing.rewrite`: the clauses stating the current diagnosis, denying
 the target or stating a normality it contradicts go, the target is stated where they stood, in
-the report's voice) and names the counterfactual diagnoses the prompt gives. Unlike the offline
+the report's voice; `editing.delete_finding` when the target is "No Finding") and names the
+counterfactual diagnoses the prompt gives. Unlike the offline
 expert it does not read the perturbation plan. For the tests, the benchmark and smoke tests of
 the LLM path without a model:
 
@@ -16,7 +17,7 @@ import re
 
 import numpy as np
 
-from cpo_pipeline.counterfactuals.editing import rewrite
+from cpo_pipeline.counterfactuals.editing import delete_finding, rewrite
 from cpo_pipeline.radiology.answer_format import format_trajectory
 from cpo_pipeline.radiology.chexpert import DISEASES, NO_FINDING
 from cpo_pipeline.storage import content_hash
@@ -39,5 +40,8 @@ def answer_counterfactual_prompt(messages: list[dict]) -> str:
     answer = _ANSWER.search(prompt).group(1)
     findings = prompt_findings(prompt)
     rng = np.random.default_rng(int(content_hash(["scripted", findings, target])[:16], 16))
-    edited = rewrite(findings, None if source == NO_FINDING else source, target, rng)
-    return format_trajectory(edited, [d for d in DISEASES if d in answer])
+    if target == NO_FINDING:
+        edited = delete_finding(findings, source, rng)
+    else:
+        edited = rewrite(findings, None if source == NO_FINDING else source, target, rng)
+    return format_trajectory(edited, [d for d in DISEASES if d in answer] or [NO_FINDING])

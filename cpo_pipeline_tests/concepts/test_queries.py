@@ -7,6 +7,8 @@ from cpo_pipeline.concepts.queries import (
     PerturbationPlan,
     PlanStep,
     choose_counterfactual_targets,
+    choose_deleted,
+    deletion_plan,
     perturbation_plan,
 )
 
@@ -174,3 +176,29 @@ def test_a_study_key_keeps_the_strongest_target_first_and_draws_the_last_among_t
     # The balancing slot reaches beyond the next most related, even diseases unrelated to it.
     assert len(seconds) >= 6
     assert seconds - set(ranked)
+
+
+def test_a_deletion_never_takes_a_finding_another_one_is_a_kind_of(graph):
+    # Pneumonia is a Lung Opacity: the opacity cannot go while the pneumonia stays.
+    for key in range(20):
+        assert choose_deleted(graph, ["Lung Opacity", "Pneumonia"], key) == "Pneumonia"
+    assert choose_deleted(graph, ["No Finding"], 1) is None
+
+
+def test_a_deletion_avoids_the_source_another_counterfactual_replaces_unless_it_is_the_last(graph):
+    diseases = ["Cardiomegaly", "Pleural Effusion"]
+    drawn = {choose_deleted(graph, diseases, key) for key in range(40)}
+    assert drawn == set(diseases)
+    assert {choose_deleted(graph, diseases, key, avoid="Cardiomegaly")
+            for key in range(40)} == {"Pleural Effusion"}
+    assert choose_deleted(graph, ["Cardiomegaly"], 3, avoid="Cardiomegaly") == "Cardiomegaly"
+
+
+def test_a_deletion_plan_removes_signs_of_the_source_that_no_kept_disease_shows(graph):
+    # The silhouette sign shows atelectasis too, so it stays with it.
+    plan = deletion_plan(graph, "Pleural Effusion", ["Atelectasis"],
+                         ["meniscus sign", "silhouette sign", "volume loss"])
+
+    assert (plan.sources, plan.target) == (("Pleural Effusion",), "No Finding")
+    assert _names(plan.remove) == ["meniscus sign"]
+    assert plan.add == plan.negate == plan.keep_locations == ()

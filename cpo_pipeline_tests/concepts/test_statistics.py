@@ -18,10 +18,12 @@ from cpo_pipeline.concepts.statistics import (
     derive_edges,
     label_presence,
     learned_edges,
+    normal_studies,
     pair_statistics,
     relation_of,
     wilson_interval,
 )
+from cpo_pipeline.radiology.chexpert import CHEXPERT_LABELS
 
 
 @pytest.fixture(scope="module")
@@ -160,6 +162,18 @@ def test_label_presence_counts_only_positive_labels():
     studies = pd.DataFrame({"Edema": [1.0, -1.0, 0.0, np.nan]})
 
     assert label_presence(studies, ["Edema"])["Edema"].tolist() == [True, False, False, False]
+
+
+def test_normal_studies_assert_no_disease_though_they_may_hedge_one_or_carry_a_device():
+    labels = dict.fromkeys(CHEXPERT_LABELS)
+    studies = pd.DataFrame([
+        {**labels, "No Finding": 1.0},
+        {**labels, "Edema": -1.0},            # hedged only
+        {**labels, "Support Devices": 1.0},   # a device is no disease
+        {**labels, "Pneumothorax": 1.0},
+    ])
+
+    assert normal_studies(studies) == 3
 
 
 def test_learning_is_deterministic(ontology):

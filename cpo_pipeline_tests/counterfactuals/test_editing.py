@@ -3,7 +3,9 @@
 import numpy as np
 import pytest
 
+from cpo_pipeline.counterfactuals import editing
 from cpo_pipeline.counterfactuals.editing import (
+    delete_finding,
     denial_statement,
     rewrite,
     split_sentences,
@@ -149,3 +151,78 @@ def test_the_same_inputs_give_the_same_rewrite():
 
     assert rewrite(factual, "Pleural Effusion", "Pneumothorax", np.random.default_rng(3)) == \
         rewrite(factual, "Pleural Effusion", "Pneumothorax", np.random.default_rng(3))
+
+
+# Deletions (the mirror of insertions): the rates of the phrase bank's reports, set to 0 or 1
+# here so that each branch is shown by one concrete text.
+
+@pytest.fixture
+def rates(monkeypatch):
+    def set_rates(*, denial=0.0, lungs_clear=0.0, osseous=0.0):
+        for label in editing.EXPLICIT_NEGATIVE_RATE:
+            monkeypatch.setitem(editing.EXPLICIT_NEGATIVE_RATE, label, denial)
+        monkeypatch.setattr(editing, "LUNGS_CLEAR_RATE", lungs_clear)
+        monkeypatch.setattr(editing, "NO_OSSEOUS_ABNORMALITY_RATE", osseous)
+    return set_rates
+
+
+def deleted(findings, source, seed=7):
+    return split_sentences(delete_finding(findings, source, np.random.default_rng(seed)))
+
+
+def test_a_deleted_finding_of_its_own_sentence_becomes_its_denial_in_place(rates):
+    rates(denial=1.0)
+
+    after = deleted("Small right pleural effusion. The heart is mildly enlarged.",
+                    "Pleural Effusion")
+
+    assert label_report(after[0]).get("Pleural Effusion") == LABEL_NEGATIVE
+    assert after[1] == "The heart is mildly enlarged."
+
+
+def test_a_deleted_finding_goes_without_a_trace_at_the_rate_reports_leave_it_unsaid(rates):
+    rates(denial=0.0)
+
+    assert deleted("Small right pleural effusion. The heart is mildly enlarged.",
+                   "Pleural Effusion") == ["The heart is mildly enlarged."]
+
+
+def test_a_deleted_clause_goes_and_the_rest_of_its_sentence_stays(rates):
+    rates(denial=1.0)
+
+    assert deleted("Small left pleural effusion with adjacent atelectasis. No pneumothorax.",
+                   "Atelectasis") == ["Small left pleural effusion.", "No pneumothorax."]
+
+
+def test_with_no_lung_finding_left_the_lungs_are_said_clear_and_a_list_is_renumbered(rates):
+    rates(lungs_clear=1.0)
+
+    assert deleted("1. Mild bibasilar atelectasis. 2. Small right pleural effusion.",
+                   "Atelectasis") == ["1. The lungs are clear.", "2. Small right pleural effusion."]
+    # Another lung finding stays: the lungs are not clear.
+    assert deleted("Mild bibasilar atelectasis. Mild pulmonary edema.",
+                   "Atelectasis") == ["Mild pulmonary edema."]
+
+
+def test_a_deleted_fracture_may_leave_the_bones_said_normal(rates):
+    rates(osseous=1.0)
+
+    assert deleted("No pneumothorax. Acute fracture of the left sixth rib.", "Fracture") == [
+        "No pneumothorax.", "No acute osseous abnormality."]
+
+
+def test_a_denial_that_would_contradict_what_stays_is_not_written(rates):
+    rates(denial=1.0)
+    after = deleted("Patchy opacity in the right lower lobe. Left lower lobe pneumonia.",
+                    "Lung Opacity")
+
+    # "No focal opacity" would deny the pneumonia's opacity.
+    assert after == ["Left lower lobe pneumonia."]
+
+
+def test_a_report_left_with_nothing_to_say_denies_the_deleted_finding(rates):
+    rates(denial=0.0)
+
+    [after] = deleted("The heart is mildly enlarged.", "Cardiomegaly")
+
+    assert label_report(after).get("Cardiomegaly") == LABEL_NEGATIVE

@@ -9,9 +9,11 @@ from cpo_pipeline.concepts.graph import build_concept_graph
 from cpo_pipeline.concepts.mentions import ConceptExtractor
 from cpo_pipeline.concepts.ontology import load_ontology
 from cpo_pipeline.counterfactuals.generation import (
+    EditBalance,
     GenerationOptions,
     StudyInput,
     dead_letter_fraction,
+    edit_balance,
     generate_trajectories,
     plan_counterfactuals,
 )
@@ -66,7 +68,7 @@ def test_every_study_gets_one_factual_and_k_counterfactuals_toward_graph_targets
         "<think> The heart is moderately enlarged. No pleural effusion or pneumothorax. "
         "</think> The disease of this patient is Cardiomegaly.")
     targets = table[table["study_id"] == 50_000_001]["target_disease"].dropna().tolist()
-    # The most related first (edema, cardiomegaly's graph neighbour), then the balancing slot.
+    # The most related first (edema, cardiomegaly's graph neighbour), then its deletion.
     assert "Edema" in targets and len(set(targets)) == 2 and "Cardiomegaly" not in targets
 
 
@@ -203,3 +205,66 @@ def test_source_diagnosis_names_what_is_replaced_and_is_null_when_the_target_onl
             assert row.source_diagnosis == "Lung Opacity", row.target_disease
     assert (counterfactual.loc[counterfactual["study_id"] == normal.study_id, "source_diagnosis"]
             == "No Finding").all()
+
+
+def graph_of(studies, normal):
+    return build_concept_graph(ONTOLOGY, studies=studies, normal_studies=normal)
+
+
+@pytest.mark.parametrize(
+    ("studies", "normal", "insertions", "deletion_rate"),
+    [
+        (300, 100, 2.0, 1.0),   # a third normal: two insertions each, every other study deletes
+        (400, 200, 1.0, 1.0),   # half normal: one insertion each balances one deletion each
+        (500, 50, 2.0, 2 / 9),  # few normal: most diseased studies get a second target
+        (0, 0, 2.0, 1.0),       # the graph does not say: a third is assumed
+    ],
+)
+def test_insertions_and_deletions_balance_to_the_share_of_normal_studies(
+        studies, normal, insertions, deletion_rate):
+    balance = edit_balance(graph_of(studies, normal), k=2)
+
+    assert balance.normal_insertions == pytest.approx(insertions)
+    assert balance.deletion_rate == pytest.approx(deletion_rate)
+
+
+def test_a_diseased_study_gets_a_target_then_the_deletion_of_one_of_its_diseases():
+    effusion = study(11, "Moderate left pleural effusion. Mild bibasilar atelectasis.",
+                     Pleural_Effusion=1.0, Atelectasis=1.0)
+
+    replacing, deletion = plan_counterfactuals(effusion, GRAPH, EXTRACTOR, k=2,
+                                               balance=EditBalance(2.0, 1.0))
+
+    assert replacing.target != "No Finding" and replacing.source in ("Pleural Effusion",
+                                                                     "Atelectasis")
+    # The deletion takes the other disease, so the two counterfactuals differ in what goes.
+    assert deletion.target == "No Finding"
+    assert {deletion.source, replacing.source} == {"Pleural Effusion", "Atelectasis"}
+    assert deletion.answer == tuple(d for d in effusion.diagnoses if d != deletion.source)
+
+
+def test_a_deletion_of_the_only_disease_answers_no_finding_and_is_verified():
+    effusion = study(12, "Moderate left pleural effusion. Heart size is normal.",
+                     Pleural_Effusion=1.0, Cardiomegaly=0.0)
+
+    # Two thirds normal: one insertion per normal study, and every diseased study deletes.
+    table = generate_trajectories([effusion], graph_of(300, 200), EXTRACTOR,
+                                  GenerationOptions(k=1))
+    [row] = table[table["kind"] == "counterfactual"].itertuples()
+
+    assert (row.source_diagnosis, row.target_disease, row.verdict) == (
+        "Pleural Effusion", "No Finding", "accepted")
+    assert parse_trajectory(row.text).diagnoses == ("No Finding",)
+    assert "Heart size is normal." in row.findings and "Moderate left" not in row.findings
+
+
+def test_a_normal_study_gets_only_insertions_drawn_among_every_disease():
+    normal = [study(100 + i, "The lungs are clear. Heart size is normal.", No_Finding=1.0)
+              for i in range(60)]
+
+    tasks = [task for s in normal
+             for task in plan_counterfactuals(s, GRAPH, EXTRACTOR, k=2,
+                                              balance=EditBalance(1.0, 1.0))]
+
+    assert len(tasks) == 60 and all(task.source is None for task in tasks)
+    assert len({task.target for task in tasks}) == 12

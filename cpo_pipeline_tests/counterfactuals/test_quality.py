@@ -11,6 +11,7 @@ from cpo_pipeline.counterfactuals.quality import (
     answer_line_agreement,
     check_targets,
     contradiction_figures,
+    deletion_share,
     length_figures,
     quality_report,
     style_accuracy,
@@ -233,6 +234,24 @@ def test_acceptance_and_target_shares_count_every_counterfactual_row():
     assert list(shares) == list(DISEASES)
     assert (shares["Edema"], shares["Pleural Effusion"], shares["Cardiomegaly"]) == (0.5, 0.25, 0.25)
     assert sum(share == 0.0 for share in shares.values()) == 9
+
+
+def test_a_deletion_names_the_factual_less_its_source_or_no_finding_and_is_no_target():
+    table = pd.DataFrame([
+        factual(1, "Small left effusion. Mild bibasilar atelectasis.",
+                ["Atelectasis", "Pleural Effusion"]),
+        counterfactual(1, "Mild bibasilar atelectasis.", ["Atelectasis"], "Pleural Effusion",
+                       "No Finding"),
+        counterfactual(1, "Small left effusion. Multifocal pneumonia.",
+                       ["Pleural Effusion", "Pneumonia"], "Atelectasis", "Pneumonia"),
+        factual(2, "Small left effusion.", ["Pleural Effusion"]),
+        counterfactual(2, "No pleural effusion.", ["No Finding"], "Pleural Effusion",
+                       "No Finding"),
+    ])
+
+    assert answer_line_agreement(table).share == 1.0
+    assert deletion_share(table) == 2 / 3
+    assert target_shares(table)["Pneumonia"] == 1.0
 
 
 def test_the_report_bundles_the_figures_and_the_row_counts(ontology):

@@ -159,3 +159,31 @@ def test_a_candidate_that_contradicts_itself_is_rejected(findings, target, reaso
 
     assert not verdict.accepted
     assert verdict.reason.startswith("contradicts itself: ") and reason in verdict.reason
+
+
+def test_a_deletion_denying_its_source_in_place_is_accepted_with_the_rest_kept():
+    factual = "Small left pleural effusion. Mild bibasilar atelectasis. No pneumothorax."
+    candidate = format_trajectory(
+        "No pleural effusion. Mild bibasilar atelectasis. No pneumothorax.", ["Atelectasis"])
+
+    verdict = verify_counterfactual(factual, candidate, "Pleural Effusion", "No Finding")
+
+    assert verdict.accepted, verdict.reason
+
+
+@pytest.mark.parametrize(
+    ("findings", "diagnoses", "reason"),
+    [
+        ("Possible small left pleural effusion. No pneumothorax.", ["No Finding"],
+         "labeller still finds Pleural Effusion hedged"),
+        ("No pleural effusion. No pneumothorax.", ["Pleural Effusion"],
+         "diagnosis line names Pleural Effusion, not No Finding"),
+    ],
+)
+def test_a_deletion_that_keeps_its_source_or_names_it_is_rejected(findings, diagnoses, reason):
+    factual = "Small left pleural effusion. No pneumothorax."
+
+    verdict = verify_counterfactual(factual, format_trajectory(findings, diagnoses),
+                                    "Pleural Effusion", "No Finding")
+
+    assert (verdict.accepted, verdict.reason) == (False, reason)
