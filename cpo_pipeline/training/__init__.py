@@ -1,0 +1,1 @@
+"""Training: the tiny vision-language model, and what trains it."""

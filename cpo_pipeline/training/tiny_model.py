@@ -1,0 +1,205 @@
+"""The tiny LLaVA-style vision-language model the embedded demo and the tests train, built offline.
+
+Nothing is downloaded: the tokenizer is trained on the texts it will see, the weights are random
+(seeded), and the directory `build_tiny_model` writes reloads with `AutoProcessor` and
+`AutoModelForImageTextToText` like any hub checkpoint. Sized so a training step on two CPU cores
+takes milliseconds; it learns the answer format, not radiology.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from transformers import LlavaForConditionalGeneration, LlavaProcessor, PreTrainedTokenizerFast
+
+PAD_TOKEN = "<pad>"
+BOS_TOKEN = "<s>"
+EOS_TOKEN = "</s>"
+IMAGE_TOKEN = "<image>"
+ROLE_TOKENS = ("<|system|>", "<|user|>", "<|assistant|>")
+# The trajectory's own markers (see radiology.answer_format): single tokens, so the model emits
+# them in one step, but not special, so decoding with `skip_special_tokens` keeps them for the
+# answer parser.
+THINK_TOKENS = ("<think>", "</think>")
+
+# Turns are `<|role|>\n{content}</s>` with nothing between them, so a completion ends at its
+# `</s>`. The generation prompt `<|assistant|>\n` is exactly the start of a rendered assistant
+# turn: TRL cuts prompt from completion at the longest common prefix of the prompt rendered alone
+# and of prompt + completion. `{% generation %}` marks what the model says, for SFT's
+# `assistant_only_loss`. Content is a string or the list of parts TRL's
+# `prepare_multimodal_messages` makes; each image part becomes one `<image>`, which the processor
+# expands to the vision tower's patch count.
+CHAT_TEMPLATE = (
+    "{% macro render(content) %}"
+    "{% if content is string %}{{ content }}"
+    "{% else %}{% for part in content %}"
+    "{% if part['type'] == 'image' %}{{ '" + IMAGE_TOKEN + "' }}"
+    "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}"
+    "{% endmacro %}"
+    "{{ bos_token }}"
+    "{% for message in messages %}"
+    "{{ '<|' + message['role'] + '|>\\n' }}"
+    "{% if message['role'] == 'assistant' %}"
+    "{% generation %}{{ render(message['content']) }}{{ eos_token }}{% endgeneration %}"
+    "{% else %}{{ render(message['content']) }}{{ eos_token }}{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|assistant|>\\n' }}{% endif %}"
+)
+
+
+@dataclass(frozen=True)
+class TinyModelSpec:
+    """Sizes of the tiny model; `vocab_size` is a ceiling (a small corpus yields fewer merges)."""
+
+    image_size: int = 32
+    patch_size: int = 8
+    vision_hidden_size: int = 64
+    vision_layers: int = 2
+    vision_heads: int = 4
+    text_hidden_size: int = 64
+    text_layers: int = 2
+    text_heads: int = 4
+    text_intermediate_size: int = 128
+    vocab_size: int = 512
+    seed: int = 0
+
+    @property
+    def image_tokens(self) -> int:
+        """How many `<image>` tokens one image becomes: one per patch."""
+        return (self.image_size // self.patch_size) ** 2
+
+
+def train_tokenizer(
+    texts: Iterable[str], *, vocab_size: int = TinyModelSpec.vocab_size
+) -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer trained on `texts`, with the chat template and the image token.
+
+    Byte-level, so any text round-trips exactly (`decode(encode(x)) == x`), words the corpus never
+    saw included. The special tokens take ids 0.. in the order pad, bos, eos, image, roles.
+    """
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=[PAD_TOKEN, BOS_TOKEN, EOS_TOKEN, IMAGE_TOKEN, *ROLE_TOKENS],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(texts, trainer)
+    tokenizer.add_tokens([AddedToken(marker, normalized=False) for marker in THINK_TOKENS])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        bos_token=BOS_TOKEN,
+        eos_token=EOS_TOKEN,
+        pad_token=PAD_TOKEN,
+        extra_special_tokens={"image_token": IMAGE_TOKEN},
+        chat_template=CHAT_TEMPLATE,
+        # Cleaning up would drop the space before punctuation and break the round trip.
+        clean_up_tokenization_spaces=False,
+    )
+
+
+def build_processor(tokenizer: PreTrainedTokenizerFast, spec: TinyModelSpec) -> LlavaProcessor:
+    """The LLaVA processor: a PIL-only CLIP image processor (no torchvision) and `tokenizer`.
+
+    Images are squashed to a square rather than centre-cropped: a crop of a portrait radiograph
+    cuts off the costophrenic angles, where effusions show. Grayscale images are converted to RGB.
+    """
+    from transformers import CLIPImageProcessorPil, LlavaProcessor
+
+    square = {"height": spec.image_size, "width": spec.image_size}
+    image_processor = CLIPImageProcessorPil(
+        size=square, crop_size=square, do_center_crop=False, do_convert_rgb=True
+    )
+    return LlavaProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        patch_size=spec.patch_size,
+        # CLIP yields a CLS embedding before the patches; "default" drops it, so the count of
+        # image tokens is exactly the patch count.
+        num_additional_image_tokens=1,
+        vision_feature_select_strategy="default",
+        image_token=IMAGE_TOKEN,
+        chat_template=CHAT_TEMPLATE,
+    )
+
+
+def build_model(
+    tokenizer: PreTrainedTokenizerFast, spec: TinyModelSpec
+) -> LlavaForConditionalGeneration:
+    """A randomly initialised `LlavaForConditionalGeneration`, identical for identical seeds.
+
+    Seeds a forked RNG, so the caller's torch random state is left as it was.
+    """
+    import torch
+    from transformers import (
+        CLIPVisionConfig,
+        GenerationConfig,
+        LlamaConfig,
+        LlavaConfig,
+        LlavaForConditionalGeneration,
+    )
+
+    special_ids = {
+        "pad_token_id": tokenizer.pad_token_id,
+        "bos_token_id": tokenizer.bos_token_id,
+        "eos_token_id": tokenizer.eos_token_id,
+    }
+    vision = CLIPVisionConfig(
+        image_size=spec.image_size,
+        patch_size=spec.patch_size,
+        hidden_size=spec.vision_hidden_size,
+        intermediate_size=4 * spec.vision_hidden_size,
+        num_hidden_layers=spec.vision_layers,
+        num_attention_heads=spec.vision_heads,
+    )
+    text = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=spec.text_hidden_size,
+        intermediate_size=spec.text_intermediate_size,
+        num_hidden_layers=spec.text_layers,
+        num_attention_heads=spec.text_heads,
+        num_key_value_heads=spec.text_heads,
+        **special_ids,
+    )
+    config = LlavaConfig(
+        vision_config=vision,
+        text_config=text,
+        image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
+        image_seq_length=spec.image_tokens,
+        vision_feature_select_strategy="default",
+        # The last layer, not LLaVA's usual second-to-last: with two layers, -2 would leave the
+        # last one out of the forward pass, untrained.
+        vision_feature_layer=-1,
+        **special_ids,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(spec.seed)
+        model = LlavaForConditionalGeneration(config)
+    model.generation_config = GenerationConfig(**special_ids)
+    return model
+
+
+def build_tiny_model(
+    texts: Iterable[str], spec: TinyModelSpec = TinyModelSpec(), *, out_dir: Path
+) -> Path:
+    """Train the tokenizer on `texts`, build processor and model, and save both into `out_dir`.
+
+    The directory holds safetensors weights and reloads offline with `AutoProcessor` and
+    `AutoModelForImageTextToText`; it is also what DPO's reference model is loaded from.
+    """
+    tokenizer = train_tokenizer(texts, vocab_size=spec.vocab_size)
+    processor = build_processor(tokenizer, spec)
+    model = build_model(tokenizer, spec)
+    processor.save_pretrained(out_dir)
+    model.save_pretrained(out_dir)
+    return out_dir
