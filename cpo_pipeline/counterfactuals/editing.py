@@ -50,6 +50,8 @@ from cpo_pipeline.radiology.phrase_bank import (
     LUNG_FINDINGS,
     LUNGS_CLEAR,
     LUNGS_CLEAR_RATE,
+    LUNGS_WELL_EXPANDED,
+    LUNGS_WELL_EXPANDED_RATE,
     NEGATIONS,
     NO_OSSEOUS_ABNORMALITY,
     NO_OSSEOUS_ABNORMALITY_RATE,
@@ -478,7 +480,8 @@ def delete_finding(
     denial takes that place (the negation flip "Small right pleural effusion." -> "No pleural
     effusion.", shaped like it) at the rate reports deny an absent finding
     (`EXPLICIT_NEGATIVE_RATE`); when no lung finding is left, "The lungs are clear." is said
-    at `LUNGS_CLEAR_RATE`, and with the fracture gone "No acute osseous abnormality." at
+    at `LUNGS_CLEAR_RATE` (with the atelectasis gone but another lung finding left, "The lungs
+    are well expanded." at `LUNGS_WELL_EXPANDED_RATE`), and with the fracture gone "No acute osseous abnormality." at
     `NO_OSSEOUS_ABNORMALITY_RATE`, unless already said; a report left with nothing to say
     gets the denial. Nothing that would contradict what stays is written. A numbered list is
     renumbered."""
@@ -500,11 +503,16 @@ def delete_finding(
     if slot is not None and rng.random() < EXPLICIT_NEGATIVE_RATE[source]:
         said.append(denial_statement(source, slot.placement, rng, slot.removed))
     text = lowered(" ".join(_joined(s) for s in edited))
-    if (source in LUNG_FINDINGS and rng.random() < LUNGS_CLEAR_RATE
-            and not any(_labels_of(text).get(d) in (LABEL_POSITIVE, LABEL_UNCERTAIN)
-                        for d in LUNG_FINDINGS)
-            and not NORMAL_STATEMENTS[0].pattern.search(text)):
-        said.append(sentence(LUNGS_CLEAR))
+    lungs_free = not any(_labels_of(text).get(d) in (LABEL_POSITIVE, LABEL_UNCERTAIN)
+                         for d in LUNG_FINDINGS)
+    lungs_said = any(statement.pattern.search(text) for statement in NORMAL_STATEMENTS
+                     if statement.phrase.startswith("the lungs"))
+    if source in LUNG_FINDINGS and not lungs_said:
+        if lungs_free and rng.random() < LUNGS_CLEAR_RATE:
+            said.append(sentence(LUNGS_CLEAR))
+        elif (not lungs_free and source == "Atelectasis"
+              and rng.random() < LUNGS_WELL_EXPANDED_RATE):
+            said.append(sentence(LUNGS_WELL_EXPANDED))
     if (source == "Fracture" and rng.random() < NO_OSSEOUS_ABNORMALITY_RATE
             and not _OSSEOUS.search(text)):
         edited.append(_Sentence(None, sentence(NO_OSSEOUS_ABNORMALITY)))

@@ -35,6 +35,8 @@ from cpo_pipeline.radiology.phrase_bank import (
     LUNG_FINDINGS,
     LUNGS_CLEAR,
     LUNGS_CLEAR_RATE,
+    LUNGS_WELL_EXPANDED,
+    LUNGS_WELL_EXPANDED_RATE,
     NEGATIONS,
     NO_OSSEOUS_ABNORMALITY,
     NO_OSSEOUS_ABNORMALITY_RATE,
@@ -279,8 +281,8 @@ def write_findings(
     after_devices = sum(1 for statement in statements if _is_about_devices(statement))
     if lungs_free and (not sentences or rng.random() < LUNGS_CLEAR_RATE):
         sentences.insert(after_devices, LUNGS_CLEAR)
-    elif not _is_present(labels["Atelectasis"]) and rng.random() < 0.3:
-        sentences.insert(after_devices, "the lungs are well expanded")
+    elif not _is_present(labels["Atelectasis"]) and rng.random() < LUNGS_WELL_EXPANDED_RATE:
+        sentences.insert(after_devices, LUNGS_WELL_EXPANDED)
     if not _is_present(labels["Fracture"]) and rng.random() < NO_OSSEOUS_ABNORMALITY_RATE:
         sentences.append(NO_OSSEOUS_ABNORMALITY)
     return " ".join(sentence(text) for text in sentences)

@@ -34,6 +34,9 @@ NORMAL_STATEMENTS: tuple[NormalStatement, ...] = (
     NormalStatement("the lungs are clear", re.compile(
         r"\blungs? (?:are|is|remains?|appear) (?:now )?clear\b(?! of)|\bclear lungs\b"),
         _PARENCHYMA),
+    # Well expanded lungs have lost no volume: collapse beside it is a contradiction.
+    NormalStatement("the lungs are well expanded", re.compile(
+        r"\blungs? (?:are|is|remains?|appear) (?:now )?well[- ]expanded\b"), ("Atelectasis",)),
     NormalStatement("no acute cardiopulmonary process", re.compile(
         r"\bno acute (?:cardiopulmonary|intrathoracic) (?:process|abnormality|disease)"), _ACUTE),
     NormalStatement("no acute osseous abnormality", re.compile(

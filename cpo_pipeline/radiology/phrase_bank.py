@@ -210,10 +210,13 @@ EXPLICIT_NEGATIVE_RATE: dict[str, float] = {
 }
 
 # Normal statements a report makes when nothing it covers is found, and how often: "the lungs
-# are clear" when no lung finding is present or hedged, "no acute osseous abnormality" when no
-# fracture is. Our guesses, like the rates above; a deletion writes them at the same rates.
+# are clear" when no lung finding is present or hedged, "the lungs are well expanded" when one is
+# but no atelectasis, "no acute osseous abnormality" when no fracture is. Our guesses, like the rates above; a deletion writes them at the same rates.
 LUNGS_CLEAR = "the lungs are clear"
 LUNGS_CLEAR_RATE = 0.6
+# Said instead, at this rate, when a lung finding other than atelectasis is present.
+LUNGS_WELL_EXPANDED = "the lungs are well expanded"
+LUNGS_WELL_EXPANDED_RATE = 0.3
 NO_OSSEOUS_ABNORMALITY = "no acute osseous abnormality"
 NO_OSSEOUS_ABNORMALITY_RATE = 0.3
 

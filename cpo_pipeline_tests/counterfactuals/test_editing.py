@@ -226,3 +226,12 @@ def test_a_report_left_with_nothing_to_say_denies_the_deleted_finding(rates):
     [after] = deleted("The heart is mildly enlarged.", "Cardiomegaly")
 
     assert label_report(after).get("Cardiomegaly") == LABEL_NEGATIVE
+
+
+def test_well_expanded_lungs_give_way_to_an_inserted_atelectasis():
+    after = edited("The lungs are well expanded. Small right pleural effusion.", None,
+                   "Atelectasis")
+
+    assert "The lungs are well expanded." not in after
+    assert after[-1] == "Small right pleural effusion."
+    assert any(asserts(sentence, "Atelectasis") for sentence in after)

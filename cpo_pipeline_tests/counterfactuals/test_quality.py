@@ -84,6 +84,11 @@ def test_masking_hides_concepts_laterality_severity_and_numbers_and_drops_the_an
         f"{MASK}. a {MASK} cm {MASK} in the {MASK}. the {MASK} is intact. {MASK} is normal.")
 
 
+def test_masking_hides_how_a_finding_looks_and_how_old_it_is(mask):
+    assert mask_concepts("Healed left rib fractures. Multiple pulmonary nodules with adjacent "
+                         "dense retrocardiac consolidation.", mask) == f"{MASK}. {MASK} with {MASK}."
+
+
 def test_masking_keeps_the_wording_around_the_concepts(mask):
     assert mask_concepts("Blunted costophrenic angle and meniscus sign, consistent with pleural "
                          "effusion.", mask) == f"{MASK} and {MASK}, consistent with {MASK}."
