@@ -26,6 +26,7 @@ from cpo_pipeline.counterfactuals.generation import (
     TRAJECTORY_COLUMNS,
     GenerationOptions,
     dead_letter_fraction,
+    edit_kinds,
     generate_trajectories,
     labelled,
     study_inputs,
@@ -217,6 +218,8 @@ def _metadata(table: pd.DataFrame, counters: RequestCounters, generated: int) ->
     return {
         "studies": int(table["study_id"].nunique()),
         "studies_generated_this_run": generated,
+        "counterfactuals_by_edit": dg.MetadataValue.json(
+            {kind: int(count) for kind, count in edit_kinds(table).value_counts().items()}),
         "rows_by_kind_verdict_backend": dg.MetadataValue.md(
             counts.reset_index().set_index("kind").to_markdown()),
         "llm": dg.MetadataValue.json(counters.as_dict()),

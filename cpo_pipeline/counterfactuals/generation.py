@@ -409,6 +409,20 @@ def sort_trajectories(frame: pd.DataFrame) -> pd.DataFrame:
             .drop(columns="_kind").reset_index(drop=True))
 
 
+INSERTION, REPLACEMENT, DELETION = "insertion", "replacement", "deletion"
+
+
+def edit_kinds(trajectories: pd.DataFrame) -> pd.Series:
+    """Each counterfactual row's edit: a deletion (target "No Finding"), an insertion (nothing
+    replaced: a normal study, or a target joining diseases that imply it) or a replacement."""
+    counterfactual = trajectories[trajectories["kind"] == COUNTERFACTUAL]
+    source = counterfactual["source_diagnosis"]
+    kinds = pd.Series(REPLACEMENT, index=counterfactual.index, dtype=object)
+    kinds[source.isna() | (source == NO_FINDING)] = INSERTION
+    kinds[counterfactual["target_disease"] == NO_FINDING] = DELETION
+    return kinds
+
+
 def dead_letter_fraction(trajectories: pd.DataFrame) -> float:
     """Share of counterfactual tasks that ended without an accepted counterfactual."""
     counterfactual = trajectories[trajectories["kind"] == COUNTERFACTUAL]

@@ -45,6 +45,9 @@ def test_offline_expert_materializes_and_a_rerun_is_a_no_op(demo_run, tmp_path):
     checks = demo_run.result.get_asset_check_evaluations()
     assert any(c.check_name == "dead_letters_below_bound" and c.passed for c in checks)
     assert "~~" in first.metadata["factual_vs_counterfactual"].value
+    by_edit = first.metadata["counterfactuals_by_edit"].value
+    assert set(by_edit) == {"insertion", "replacement", "deletion"}
+    assert sum(by_edit.values()) == (table["kind"] == "counterfactual").sum()
 
 
 def test_llm_expert_through_a_local_server_never_writes_the_api_key(demo_run, tmp_path, clean_env):

@@ -13,6 +13,7 @@ from cpo_pipeline.counterfactuals.generation import (
     GenerationOptions,
     StudyInput,
     dead_letter_fraction,
+    edit_kinds,
     edit_balance,
     generate_trajectories,
     plan_counterfactuals,
@@ -268,3 +269,14 @@ def test_a_normal_study_gets_only_insertions_drawn_among_every_disease():
 
     assert len(tasks) == 60 and all(task.source is None for task in tasks)
     assert len({task.target for task in tasks}) == 12
+
+
+def test_each_counterfactual_row_is_an_insertion_a_replacement_or_a_deletion():
+    table = pd.DataFrame({
+        "kind": ["factual", "counterfactual", "counterfactual", "counterfactual",
+                 "counterfactual"],
+        "source_diagnosis": ["Atelectasis", "No Finding", None, "Atelectasis", "Atelectasis"],
+        "target_disease": [None, "Edema", "Pneumonia", "Edema", "No Finding"],
+    })
+
+    assert edit_kinds(table).tolist() == ["insertion", "insertion", "replacement", "deletion"]
