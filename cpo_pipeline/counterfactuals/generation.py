@@ -1,10 +1,12 @@
 """Factual and counterfactual reasoning trajectories per study, from an LLM or the offline expert.
 
 For each study: one factual trajectory (its findings and positive diagnoses) and up to `k`
-counterfactuals toward the concept graph's most relevant target diseases. Each counterfactual
-replaces one source disease — the study's positive disease most strongly related to the target
-in the graph (none for a normal study, or when every positive is implied by the target, as Lung
-Opacity is by Atelectasis) — following the graph's perturbation plan. Every candidate goes through
+counterfactuals. Toward a target disease of the concept graph, a counterfactual replaces one
+source disease — the study's positive disease most strongly related to the target in the graph
+(none for a normal study, or when every positive is implied by the target, as Lung Opacity is by
+Atelectasis) — following the graph's perturbation plan; a study with a disease also gets a
+deletion of one of them (target "No Finding"), as many as balance the insertions over the
+dataset (`edit_balance`). Every candidate goes through
 the verifier; an LLM candidate that fails is asked for again, with the reason, up to
 `max_candidates` times, then recorded as rejected. Transport failures (after the client's own
 retries) are recorded as dead letters. One bad study never fails the batch.

@@ -4,12 +4,13 @@ A candidate passes when, in order:
 
 1. the answer parses;
 2. the rule-based labeller, applied to both findings texts (one labelling), finds the target
-   asserted in the counterfactual, the replaced (source) disease neither asserted nor hedged,
+   asserted in the counterfactual (a deletion, target "No Finding", asserts nothing new), the
+   replaced (source) disease neither asserted nor hedged,
    every other disease the factual findings assert still asserted (unless the concept graph
    says the target excludes it: `may_drop`, and the drop is recorded in the verdict), and no
    disease asserted that the factual findings did not assert besides the target;
 3. the answer line names exactly the factual answer less the replaced diagnosis (and recorded
-   drops) plus the target (`expected_diagnoses`);
+   drops) plus the target (`expected_diagnoses`; "No Finding" when nothing is left);
 4. the findings do not contradict themselves (`contradictions`: a concept asserted and negated,
    a disease under a negated parent, "The lungs are clear." beside a lung finding);
 5. the edit is small (`VerifierConfig`): at most max(`min_edit_tokens`, `max_edit_fraction` ×
