@@ -276,7 +276,6 @@ def perturbation_plan(
     return PerturbationPlan(sources, target, tuple(add), tuple(remove), tuple(negate), tuple(keep))
 
 
-
 def choose_deleted(
     graph: nx.MultiDiGraph, diagnoses: Iterable[str], study_key: object, avoid: str | None = None
 ) -> str | None:

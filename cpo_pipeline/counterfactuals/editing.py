@@ -481,9 +481,9 @@ def delete_finding(
     effusion.", shaped like it) at the rate reports deny an absent finding
     (`EXPLICIT_NEGATIVE_RATE`); when no lung finding is left, "The lungs are clear." is said
     at `LUNGS_CLEAR_RATE` (with the atelectasis gone but another lung finding left, "The lungs
-    are well expanded." at `LUNGS_WELL_EXPANDED_RATE`), and with the fracture gone "No acute osseous abnormality." at
-    `NO_OSSEOUS_ABNORMALITY_RATE`, unless already said; a report left with nothing to say
-    gets the denial. Nothing that would contradict what stays is written. A numbered list is
+    are well expanded." at `LUNGS_WELL_EXPANDED_RATE`), and with the fracture gone "No acute
+    osseous abnormality." at `NO_OSSEOUS_ABNORMALITY_RATE`, unless already said; a report
+    left with nothing to say gets the denial. Nothing that would contradict what stays is written. A numbered list is
     renumbered."""
     sentences = _sentences(findings)
     edited: list[_Sentence] = []

@@ -190,9 +190,10 @@ def plan_counterfactuals(
     as `balance` (default: `edit_balance(graph, k)`) says."""
     balance = balance or edit_balance(graph, k)
     attributes = extractor.present(study.findings)
-    delete = (k > 0 and choose_deleted(graph, study.diagnoses, study.study_id) is not None
-              and _chance(study.study_id, "delete") < balance.deletion_rate)
     normal = study.diagnoses == (NO_FINDING,)
+    # A study with a disease always has one to delete: one that no other of its diseases is a
+    # kind of (`choose_deleted`).
+    delete = k > 0 and not normal and _chance(study.study_id, "delete") < balance.deletion_rate
     if normal:
         whole = int(balance.normal_insertions)
         wanted = whole + (_chance(study.study_id, "insert") < balance.normal_insertions - whole)

@@ -33,7 +33,13 @@ from sklearn.model_selection import GroupKFold
 
 from cpo_pipeline.concepts.ontology import Ontology, load_ontology
 from cpo_pipeline.counterfactuals.contradictions import ContradictionReader, contradictions
-from cpo_pipeline.counterfactuals.generation import ACCEPTED, COUNTERFACTUAL, FACTUAL
+from cpo_pipeline.counterfactuals.generation import (
+    ACCEPTED,
+    COUNTERFACTUAL,
+    DELETION,
+    FACTUAL,
+    edit_kinds,
+)
 from cpo_pipeline.counterfactuals.masking import (
     FEATURE_TOKEN,
     ConceptMask,
@@ -252,7 +258,7 @@ def target_shares(trajectories: pd.DataFrame) -> dict[str, float]:
     """Per disease, in CheXpert order and all 12 even at 0, its share of the counterfactual
     rows that aim at a disease (deletions, aimed at "No Finding", are `deletion_share`)."""
     targets = trajectories.loc[trajectories["kind"] == COUNTERFACTUAL, "target_disease"]
-    targets = targets[targets != NO_FINDING]
+    targets = targets[edit_kinds(trajectories) != DELETION]
     counts = targets.value_counts()
     total = len(targets)
     return {disease: float(counts.get(disease, 0)) / total if total else 0.0
@@ -261,8 +267,8 @@ def target_shares(trajectories: pd.DataFrame) -> dict[str, float]:
 
 def deletion_share(trajectories: pd.DataFrame) -> float | None:
     """The share of counterfactual rows that delete a finding (target "No Finding")."""
-    targets = trajectories.loc[trajectories["kind"] == COUNTERFACTUAL, "target_disease"]
-    return float((targets == NO_FINDING).mean()) if len(targets) else None
+    kinds = edit_kinds(trajectories)
+    return float((kinds == DELETION).mean()) if len(kinds) else None
 
 
 # ---------------------------------------------------------------------------------------------

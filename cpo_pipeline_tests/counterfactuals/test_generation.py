@@ -13,8 +13,8 @@ from cpo_pipeline.counterfactuals.generation import (
     GenerationOptions,
     StudyInput,
     dead_letter_fraction,
-    edit_kinds,
     edit_balance,
+    edit_kinds,
     generate_trajectories,
     plan_counterfactuals,
 )
