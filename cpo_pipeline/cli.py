@@ -40,10 +40,11 @@ def _scripted_llm(args: argparse.Namespace) -> int:
     server = OpenAICompatibleServer(
         responder=answer_counterfactual_prompt, delay_s=args.delay, port=args.port)
     with server:
-        print(f"scripted counterfactual expert listening; in another shell:\n"
-              f"  export CPO_LLM_BASE_URL={server.base_url} CPO_LLM_MODEL={DEFAULT_MODEL}",
-              flush=True)
+        # The interrupt may come as soon as the address is out, before print has returned.
         try:
+            print(f"scripted counterfactual expert listening; in another shell:\n"
+                  f"  export CPO_LLM_BASE_URL={server.base_url} CPO_LLM_MODEL={DEFAULT_MODEL}",
+                  flush=True)
             threading.Event().wait()
         except KeyboardInterrupt:
             pass
