@@ -147,6 +147,61 @@ CONCEPT_EDGES = pa.schema(
     ]
 )
 
+# Preference data (`cpo_pipeline.preference`). Every row carries its lineage: the study, patient,
+# official split and image it came from, the trajectories it was cut from (their ids are
+# `preference.assembly.trajectory_ids`), who wrote the rejected text, the user turn's hash and
+# the data versions of the inputs.
+_LINEAGE_IMAGE = [
+    *_IDS[::-1],
+    pa.field("split", pa.string(), nullable=False),
+    pa.field("dicom_id", pa.string(), nullable=False),
+    pa.field("image_path", pa.string(), nullable=False),
+    pa.field("image_sha256", pa.string(), nullable=False),
+]
+_LINEAGE_VERSIONS = [
+    pa.field("prompt_hash", pa.string(), nullable=False),
+    pa.field("trajectories_version", pa.string(), nullable=False),
+    pa.field("studies_version", pa.string(), nullable=False),
+    pa.field("images_version", pa.string(), nullable=False),
+]
+
+SFT_DATASET = pa.schema(
+    [
+        pa.field("example_id", pa.string(), nullable=False),
+        *_LINEAGE_IMAGE,
+        pa.field("prompt", pa.string(), nullable=False),  # the user turn's request
+        pa.field("completion", pa.string(), nullable=False),  # the factual trajectory
+        pa.field("diagnosis", pa.string(), nullable=False),  # X of its answer line
+        pa.field("trajectory_id", pa.string(), nullable=False),
+        pa.field("expert_backend", pa.string(), nullable=False),
+        pa.field("expert_model", pa.string()),
+        pa.field("expert_prompt_hash", pa.string()),
+        *_LINEAGE_VERSIONS,
+    ]
+)
+
+# preference_pairs (CPO), random_negative_pairs (DPO baseline), diagnosis_only_pairs (ablation).
+PREFERENCE_PAIRS = pa.schema(
+    [
+        pa.field("pair_id", pa.string(), nullable=False),
+        *_LINEAGE_IMAGE,
+        pa.field("prompt", pa.string(), nullable=False),
+        pa.field("chosen", pa.string(), nullable=False),
+        pa.field("rejected", pa.string(), nullable=False),
+        pa.field("chosen_diagnosis", pa.string(), nullable=False),
+        pa.field("rejected_diagnosis", pa.string(), nullable=False),
+        pa.field("target_disease", pa.string()),  # the counterfactual's; null for a random negative
+        pa.field("chosen_trajectory_id", pa.string(), nullable=False),
+        pa.field("rejected_trajectory_id", pa.string(), nullable=False),
+        # The study the rejected text was written for: the pair's own but for random negatives.
+        pa.field("rejected_study_id", pa.int64(), nullable=False),
+        pa.field("expert_backend", pa.string(), nullable=False),  # of the rejected text
+        pa.field("expert_model", pa.string()),
+        pa.field("expert_prompt_hash", pa.string()),
+        *_LINEAGE_VERSIONS,
+    ]
+)
+
 TABLES: dict[str, pa.Schema] = {
     "cxr_images": CXR_IMAGES,
     "cxr_reports": CXR_REPORTS,
@@ -156,6 +211,10 @@ TABLES: dict[str, pa.Schema] = {
     "counterfactual_trajectories": COUNTERFACTUAL_TRAJECTORIES,
     "concept_nodes": CONCEPT_NODES,
     "concept_edges": CONCEPT_EDGES,
+    "sft_dataset": SFT_DATASET,
+    "preference_pairs": PREFERENCE_PAIRS,
+    "random_negative_pairs": PREFERENCE_PAIRS,
+    "diagnosis_only_pairs": PREFERENCE_PAIRS,
 }
 
 
