@@ -6,6 +6,12 @@ import dagster as dg
 
 from cpo_pipeline.assets.concepts import concept_graph
 from cpo_pipeline.assets.ingestion import mimic_cxr_ingestion
+from cpo_pipeline.assets.preference import (
+    diagnosis_only_pairs,
+    preference_pairs,
+    random_negative_pairs,
+    sft_dataset,
+)
 from cpo_pipeline.assets.source import mimic_cxr_source
 from cpo_pipeline.assets.trajectories import counterfactual_trajectories
 from cpo_pipeline.resources.llm import LLMEndpointResource
@@ -33,7 +39,8 @@ dataset_refresh_schedule = dg.ScheduleDefinition(
 settings = PipelineSettings.configure_at_launch()
 
 defs = dg.Definitions(
-    assets=[mimic_cxr_source, mimic_cxr_ingestion, concept_graph, counterfactual_trajectories],
+    assets=[mimic_cxr_source, mimic_cxr_ingestion, concept_graph, counterfactual_trajectories,
+            sft_dataset, preference_pairs, random_negative_pairs, diagnosis_only_pairs],
     jobs=[dataset_refresh_job],
     schedules=[dataset_refresh_schedule],
     resources={

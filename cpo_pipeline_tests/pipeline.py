@@ -9,7 +9,8 @@ from cpo_pipeline.definitions import defs
 from cpo_pipeline.resources.llm import LLMEndpointResource
 from cpo_pipeline.resources.rooted import rooted_resources
 
-ASSETS = ("cxr_studies", "concept_graph", "counterfactual_trajectories")
+ASSETS = ("cxr_studies", "concept_graph", "counterfactual_trajectories", "sft_dataset",
+          "preference_pairs", "random_negative_pairs", "diagnosis_only_pairs")
 
 
 def materialize(
