@@ -47,6 +47,7 @@ from cpo_pipeline.concepts.statistics import (
     label_presence,
     learned_edges,
     normal_studies,
+    studies_by_diseases,
 )
 from cpo_pipeline.llm import client as llm_client
 from cpo_pipeline.llm.response_cache import ResponseCache
@@ -56,8 +57,8 @@ from cpo_pipeline.storage import atomic_target, content_hash, write_parquet
 
 _SEED = load_ontology()
 # Changes with the seed file, the scoring rules, the LLM prompt or what the graph records
-# of its studies (GRAPH_FORMAT 2: `normal_studies`).
-GRAPH_FORMAT = "2"
+# of its studies (GRAPH_FORMAT 2: `normal_studies`; 3: `studies_by_diseases`).
+GRAPH_FORMAT = "3"
 CODE_VERSION = (f"seed-{_SEED.sha256[:12]}.scoring-{SCORING_VERSION}"
                 f".prompt-{prompt_sha256(_SEED)[:12]}.format-{GRAPH_FORMAT}")
 _DEFAULTS = EdgeThresholds()
@@ -133,6 +134,7 @@ def concept_graph(
     graph = build_concept_graph(
         _SEED, [*learned, *(extraction.edges if extraction else [])], counts,
         studies=len(cxr_studies), normal_studies=normal_studies(cxr_studies),
+        studies_by_diseases=studies_by_diseases(cxr_studies),
         thresholds=asdict(thresholds), scoring_version=SCORING_VERSION,
         llm_model=extraction.model if extraction else None,
         llm_skipped_batches=[asdict(s) for s in extraction.skipped] if extraction else [],

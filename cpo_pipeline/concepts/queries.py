@@ -169,15 +169,17 @@ def choose_counterfactual_targets(
     against pneumothorax's absent lung markings). Candidates scoring 0 are not ranked, so fewer
     than `k` may come back.
 
-    With a `study_key` (the study id), ties (every disease ties for a normal study) go to a
-    per-study pseudo-random order, the sha256 of key and disease, and the last `balancing`
-    targets (default: one when `k` >= 2) are drawn in that order among all the candidates not
-    already chosen, related or not (the balancing slots): the most related diseases come first,
-    and every disease is targeted over a dataset (ranking alone never reached Pleural Other or
-    Enlarged Cardiomediastinum on the demo). A study with no related candidate gets no target
-    unless every slot is a balancing one. A study's targets depend on nothing but its own
-    inputs, so incremental re-runs stay valid. Without a key, the `k` best go, ties to the
-    disease present in more studies, then to the name.
+    With a `study_key` (the study id), ties among the related go to a per-study pseudo-random
+    order (the sha256 of key and disease), and the last `balancing` targets (default: one when
+    `k` >= 2) are drawn among all the candidates not already chosen, related or not (the
+    balancing slots), each with probability proportional to its `balancing_weights` (a
+    weighted draw without replacement, Efraimidis-Spirakis, on the study's own hash): the
+    most related diseases come first, a disease is added about as often as studies can lose
+    it, and every disease is targeted over a dataset (ranking alone never reached Pleural
+    Other or Enlarged Cardiomediastinum on the demo). A study with no related candidate gets
+    no target unless every slot is a balancing one. A study's targets depend on nothing but
+    its own inputs and the graph, so incremental re-runs stay valid. Without a key, the `k`
+    best go, ties to the disease present in more studies, then to the name.
     """
     attributes, _ = _split_findings(graph, study_attributes)
     present = [label for label, value in study_labels.items() if value in _PRESENT]
@@ -204,19 +206,51 @@ def choose_counterfactual_targets(
         related.sort(key=lambda t: (-t.score, -graph.nodes[t.disease]["study_count"], t.disease))
         return related[:k]
 
-    def draw(target: Target) -> str:
-        return content_hash([str(study_key), target.disease])
+    weights = balancing_weights(graph)
 
-    related.sort(key=lambda t: (-t.score, draw(t)))
+    def draw(target: Target, weight: float) -> float:
+        # Efraimidis-Spirakis: the largest u ** (1 / w) first is a draw without replacement
+        # with probabilities proportional to w; u is the study's own, so reruns agree.
+        u = (int(content_hash([str(study_key), target.disease])[:12], 16) + 0.5) / 16 ** 12
+        return -u ** (1.0 / weight)
+
     if balancing is None:
         balancing = 1 if k >= 2 else 0
     if not related and balancing < k:
         return []
-    # The last `balancing` targets are drawn among every other candidate.
+    # The related slots: the most related first (ties in the study's own random order).
+    related.sort(key=lambda t: (-t.score, draw(t, 1.0)))
     ranked = related[:k - balancing]
     chosen = {target.disease for target in ranked}
-    others = sorted((target for target in targets if target.disease not in chosen), key=draw)
+    # The last `balancing` targets are drawn among every other candidate, by balance alone.
+    others = sorted((target for target in targets if target.disease not in chosen),
+                    key=lambda t: draw(t, weights[t.disease]))
     return [*ranked, *others[:k - len(ranked)]]
+
+
+# The share of the disease studies every disease weighs as a target on top of its own count:
+# a rare disease is still drawn (at least ~2% of targets on the demo), a common one is drawn
+# about as often as studies carrying it lose it to a deletion or a replacement.
+BALANCING_FLOOR = 0.04
+
+
+def balancing_weights(graph: nx.MultiDiGraph) -> dict[str, float]:
+    """How often each disease should be a counterfactual target, relative to the others: the
+    studies that carry it (`study_count`, how often it can be taken away) plus
+    `BALANCING_FLOOR` of all diseases' counts (so that every disease is targeted). Drawing
+    targets this way keeps each disease added about as often as it is removed, so the words a
+    disease is stated in do not mark one side of a pair; with no counts every disease weighs
+    the same."""
+    counts = {name: float(data.get("study_count") or 0)
+              for name, data in graph.nodes(data=True) if data["kind"] == DISEASE}
+    total = sum(counts.values())
+    studies = float(graph.graph.get("studies") or 0)
+    if total == 0 or studies == 0:
+        return dict.fromkeys(counts, 1.0)
+    # A disease can be a target only where it is absent: its odds, not its share.
+    odds = {name: count / max(studies - count, 1.0) for name, count in counts.items()}
+    floor = BALANCING_FLOOR * sum(odds.values())
+    return {name: value + floor for name, value in odds.items()}
 
 
 def perturbation_plan(

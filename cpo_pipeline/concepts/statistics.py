@@ -108,6 +108,15 @@ def normal_studies(studies: pd.DataFrame) -> int:
     return int((~label_presence(studies, DISEASES).any(axis=1)).sum())
 
 
+def studies_by_diseases(studies: pd.DataFrame) -> list[int]:
+    """How many studies assert 0, 1, 2 ... of the 12 diseases (index: the number; uncertain
+    counts as absent, so the first is `normal_studies`)."""
+    per_study = label_presence(studies, DISEASES).sum(axis=1).to_numpy()
+    if len(per_study) == 0:
+        return []
+    return [int(n) for n in np.bincount(per_study)]
+
+
 def pair_statistics(x: pd.DataFrame, y: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame:
     """Lift, its interval and npmi for every pair of a column of `x` and a column of `y`.
 

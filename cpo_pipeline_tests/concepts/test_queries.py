@@ -1,16 +1,21 @@
+from collections import Counter
+
 import pytest
 
 from cpo_pipeline.concepts.graph import build_concept_graph
 from cpo_pipeline.concepts.ontology import load_ontology
 from cpo_pipeline.concepts.queries import (
+    BALANCING_FLOOR,
     EdgeRef,
     PerturbationPlan,
     PlanStep,
+    balancing_weights,
     choose_counterfactual_targets,
     choose_deleted,
     deletion_plan,
     perturbation_plan,
 )
+from cpo_pipeline.radiology.chexpert import DISEASES
 
 
 @pytest.fixture(scope="module")
@@ -202,3 +207,29 @@ def test_a_deletion_plan_removes_signs_of_the_source_that_no_kept_disease_shows(
     assert (plan.sources, plan.target) == (("Pleural Effusion",), "No Finding")
     assert _names(plan.remove) == ["meniscus sign"]
     assert plan.add == plan.negate == plan.keep_locations == ()
+
+
+def test_balancing_draws_follow_how_often_a_disease_can_be_taken_away_with_a_floor():
+    counts = dict.fromkeys(DISEASES, 50) | {"Atelectasis": 400, "Pleural Other": 4}
+    graph = build_concept_graph(load_ontology(), study_counts=counts, studies=1000)
+    weights = balancing_weights(graph)
+
+    # Odds of the disease among the studies, plus 4% of their sum for every disease.
+    floor = BALANCING_FLOOR * (400 / 600 + 4 / 996 + 10 * 50 / 950)
+    assert weights["Atelectasis"] == pytest.approx(400 / 600 + floor)
+    assert weights["Pleural Other"] == pytest.approx(4 / 996 + floor)
+    drawn = Counter(
+        choose_counterfactual_targets(graph, {"No Finding": 1.0}, [], k=1, study_key=key,
+                                      balancing=1)[0].disease
+        for key in range(3000))
+    share = {disease: drawn[disease] / 3000 for disease in DISEASES}
+    expected = {d: w / sum(weights.values()) for d, w in weights.items()}
+    for disease in DISEASES:
+        assert share[disease] == pytest.approx(expected[disease], abs=0.03), disease
+    assert min(share.values()) > 0.01  # the rarest is still targeted
+
+
+def test_without_study_counts_every_disease_weighs_the_same():
+    weights = balancing_weights(build_concept_graph(load_ontology()))
+
+    assert set(weights) == set(DISEASES) and len(set(weights.values())) == 1

@@ -21,6 +21,7 @@ from cpo_pipeline.concepts.statistics import (
     normal_studies,
     pair_statistics,
     relation_of,
+    studies_by_diseases,
     wilson_interval,
 )
 from cpo_pipeline.radiology.chexpert import CHEXPERT_LABELS
@@ -188,3 +189,15 @@ def test_learning_is_deterministic(ontology):
 
     assert first[0].equals(second[0]) and first[1] == second[1]
     assert {e.target for e in first[1]} <= {"air bronchogram", "meniscus sign", "Pneumonia"}
+
+
+def test_studies_are_counted_by_how_many_diseases_they_assert():
+    studies = pd.DataFrame([
+        dict.fromkeys(CHEXPERT_LABELS) | {"No Finding": 1.0},
+        dict.fromkeys(CHEXPERT_LABELS) | {"Edema": 1.0, "Support Devices": 1.0},
+        dict.fromkeys(CHEXPERT_LABELS) | {"Edema": 1.0, "Cardiomegaly": 1.0},
+        dict.fromkeys(CHEXPERT_LABELS) | {"Pneumonia": -1.0},  # uncertain: no disease
+    ])
+
+    assert studies_by_diseases(studies) == [2, 1, 1]
+    assert studies_by_diseases(studies.iloc[:0]) == []
