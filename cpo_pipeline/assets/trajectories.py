@@ -33,7 +33,7 @@ from cpo_pipeline.counterfactuals.generation import (
 )
 from cpo_pipeline.counterfactuals.masking import seed_mask
 from cpo_pipeline.counterfactuals.prompts import PROMPT_HASH
-from cpo_pipeline.counterfactuals.quality import QualityTargets, length_figures, style_accuracy
+from cpo_pipeline.counterfactuals.quality import HardNegativeBounds, hard_negative_verdict
 from cpo_pipeline.counterfactuals.reuse import assemble, plan_reuse, run_identity
 from cpo_pipeline.counterfactuals.verifier import VerifierConfig
 from cpo_pipeline.layout import SPLITS
@@ -44,7 +44,7 @@ from cpo_pipeline.resources.settings import PipelineSettings
 from cpo_pipeline.schemas import content_version
 from cpo_pipeline.storage import previous_table, sha256_file
 
-GENERATOR_VERSION = "7"
+GENERATOR_VERSION = "8"
 _DIFF_SAMPLES = 5
 _CHUNK_STUDIES = 2_000
 
@@ -65,9 +65,14 @@ class TrajectoryConfig(dg.Config):
         description="Verifier: a counterfactual of a factual longer than `min_edit_tokens` "
         "keeps at least this share of its tokens in place.")
     max_style_accuracy: float = Field(
-        default=QualityTargets.max_style_accuracy,
+        default=HardNegativeBounds.max_style_accuracy,
         description="Hard-negative check: a classifier on the masked wording may tell the "
         "counterfactual of a pair at most this often (chance is 0.5).")
+    style_confidence_z: float = Field(
+        default=HardNegativeBounds.confidence_z,
+        description="Hard-negative check: style fails only when the lower end of the one-sided "
+        "Wilson interval of the accuracy at this z exceeds `max_style_accuracy` (0: the point "
+        "estimate).")
     max_dead_letter_fraction: float = Field(
         default=0.2,
         description="The blocking check fails when more counterfactuals than this end rejected or "
@@ -90,13 +95,12 @@ class TrajectoryConfig(dg.Config):
         "`max_dead_letter_fraction`."),
         dg.AssetCheckSpec(
             "counterfactuals_are_hard_negatives", asset="counterfactual_trajectories",
-            blocking=False,
+            blocking=True,
             description="Style and length: with the concept vocabulary masked, a patient-"
             "grouped logistic regression tells the counterfactual of a pair at most "
-            "`max_style_accuracy` of the time; median counterfactual/factual word ratio "
-            "0.9-1.1; the counterfactual the longer text in at most 60% of pairs. Reported as a "
-            "warning, not yet blocking: the demo's figure is above the bound (README, "
-            "Counterfactual quality).")],
+            "`max_style_accuracy` of the time (the lower end of its one-sided Wilson interval "
+            "at `style_confidence_z` must not exceed it); median counterfactual/factual word "
+            "ratio 0.9-1.1; the counterfactual the longer text in at most 60% of pairs.")],
     description="Per study: the factual reasoning trajectory and k counterfactual trajectories "
     "toward concept-graph-chosen target diseases, written by the LLM expert (or the offline "
     "concept-graph expert) and checked by the verifier.",
@@ -163,7 +167,7 @@ def counterfactual_trajectories(
     fraction = dead_letter_fraction(table)
     metadata = _metadata(table, counters, len(todo))
     metadata["studies_without_labels"] = int((~has_labels).sum())
-    hardness = _hard_negative_check(table, config.max_style_accuracy)
+    hardness = _hard_negative_check(table, config)
     metadata.update(hardness.metadata)
     return dg.MaterializeResult(
         value=table,
@@ -180,37 +184,18 @@ def counterfactual_trajectories(
     )
 
 
-def _hard_negative_check(table: pd.DataFrame, max_style_accuracy: float) -> dg.AssetCheckResult:
-    """The style and length figures of `quality` against their bounds, as a check whose
+def _hard_negative_check(table: pd.DataFrame, config: TrajectoryConfig
+                         ) -> dg.AssetCheckResult:
+    """The hard-negatives gate (`quality.hard_negative_verdict`) as a blocking check whose
     metadata (also the asset's) carries the classifier's accuracy and the n-grams it reads."""
-    targets = QualityTargets(max_style_accuracy=max_style_accuracy)
-    style = style_accuracy(table, seed_mask())
-    length = length_figures(table)
-    low, high = targets.length_ratio
-    failed = []
-    if style.accuracy is not None and style.accuracy > max_style_accuracy:
-        failed.append(f"style accuracy {style.accuracy:.3f} > {max_style_accuracy:.2f}")
-    if length.median_ratio is not None and not low <= length.median_ratio <= high:
-        failed.append(f"length ratio {length.median_ratio:.2f} outside {low}-{high}")
-    if length.longer_share is not None and length.longer_share > targets.max_longer_share:
-        failed.append(f"counterfactual longer in {length.longer_share:.0%} of pairs "
-                      f"> {targets.max_longer_share:.0%}")
-    measured = (f"style accuracy {style.accuracy:.3f} over {style.pairs} pairs"
-                if style.accuracy is not None else
-                f"style not measured: {style.pairs} pairs from fewer than two patients")
+    verdict = hard_negative_verdict(table, seed_mask(), HardNegativeBounds(
+        max_style_accuracy=config.max_style_accuracy, confidence_z=config.style_confidence_z))
+    metadata = verdict.metadata()
+    metadata["style_top_features"] = dg.MetadataValue.json(metadata["style_top_features"])
     return dg.AssetCheckResult(
-        check_name="counterfactuals_are_hard_negatives", passed=not failed,
-        severity=dg.AssetCheckSeverity.WARN,
-        description="; ".join(failed) if failed else f"{measured}; length within bounds",
-        metadata={
-            "style_accuracy": style.accuracy,
-            "style_pairs": style.pairs,
-            "style_top_features": dg.MetadataValue.json(
-                {feature: weight for feature, weight in style.top_features}),
-            "length_median_ratio": length.median_ratio,
-            "counterfactual_longer_share": length.longer_share,
-        },
-    )
+        check_name="counterfactuals_are_hard_negatives", passed=verdict.passed,
+        description=verdict.describe("pairs"), metadata=metadata)
+
 
 
 def _metadata(table: pd.DataFrame, counters: RequestCounters, generated: int) -> dict:

@@ -4,9 +4,10 @@ For each study: one factual trajectory (its findings and positive diagnoses) and
 counterfactuals. Toward a target disease of the concept graph, a counterfactual replaces one
 source disease — the study's positive disease most strongly related to the target in the graph
 (none for a normal study, or when every positive is implied by the target, as Lung Opacity is by
-Atelectasis) — following the graph's perturbation plan; a study with a disease also gets a
-deletion of one of them (target "No Finding"), as many as balance the insertions over the
-dataset (`edit_balance`). Every candidate goes through
+Atelectasis) — following the graph's perturbation plan, or adds the target beside the study's
+diseases (an insertion); a study with a disease may also get a deletion of one of them (target
+"No Finding"). How many of each a study gets depends on its number of diseases, so that as many
+pairs go from n to n + 1 diseases as come back (`edit_balance`). Every candidate goes through
 the verifier; an LLM candidate that fails is asked for again, with the reason, up to
 `max_candidates` times, then recorded as rejected. Transport failures (after the client's own
 retries) are recorded as dead letters. One bad study never fails the batch.
@@ -151,28 +152,59 @@ def choose_source(graph: nx.MultiDiGraph, diagnoses: Sequence[str], target: str)
 
 @dataclass(frozen=True)
 class EditBalance:
-    """How many counterfactuals of each direction a study gets, so that over a dataset findings
-    are taken away about as often as they are added: pairs that mostly add a finding teach a
-    model that the rejected text is the more abnormal one (under-calling), and a bag-of-words
-    reads the direction off the finding count. A normal study gets `normal_insertions` (a whole
-    number, plus one more with the fractional part's probability); a study with a disease gets
-    `k - 1` targets and, with probability `deletion_rate`, a deletion of one of its diseases
-    (else one more target)."""
+    """How many counterfactuals of each direction a study gets, by its number of diseases n.
 
-    normal_insertions: float
-    deletion_rate: float
+    An insertion takes a study from n to n + 1 diseases, a deletion from n + 1 to n, a
+    replacement keeps n. Balanced level by level (as many pairs go up from n as come down to
+    it), every added finding has its mirror, a removed finding in a report like it: pairs that
+    mostly add a finding to normal reports teach a model that the rejected text is the more
+    abnormal one, and a bag-of-words reads the direction off what the normal reports say
+    ("The lungs are clear."). A study with n diseases gets an insertion with probability
+    `insertions[n]` (a normal study: that many, the whole part plus one more with the
+    fractional part's probability) and, with n >= 1, a deletion with probability
+    `deletions[n]`; the rest of its `k` slots are replacements. Levels beyond the tuples get
+    none of either."""
+
+    insertions: tuple[float, ...]
+    deletions: tuple[float, ...]
+
+    def insertion_rate(self, diseases: int) -> float:
+        return self.insertions[diseases] if diseases < len(self.insertions) else 0.0
+
+    def deletion_rate(self, diseases: int) -> float:
+        return self.deletions[diseases] if diseases < len(self.deletions) else 0.0
+
+
+def level_balance(studies_by_diseases: Sequence[int], k: int) -> EditBalance:
+    """The balance for a dataset with `studies_by_diseases[n]` studies of n diseases: across
+    each step n -> n + 1 as many insertions as deletions, as many as the two levels allow (a
+    normal study has `k` slots for insertions; a study with a disease one deletion and, with
+    `k` >= 2, one insertion, its other slots being replacements)."""
+    counts = [float(c) for c in studies_by_diseases]
+    levels = len(counts)
+    insertions, deletions = [0.0] * levels, [0.0] * levels
+    for n in range(levels - 1):
+        room_up = counts[n] * (k if n == 0 else 1 if k >= 2 else 0)
+        flow = min(room_up, counts[n + 1] * (1 if k >= 1 else 0))
+        if flow > 0:
+            insertions[n] = flow / counts[n]
+            deletions[n + 1] = flow / counts[n + 1]
+    return EditBalance(tuple(insertions), tuple(deletions))
 
 
 def edit_balance(graph: nx.MultiDiGraph, k: int) -> EditBalance:
-    """The balance for the dataset the graph was built from (its share f of studies asserting
-    no disease, `normal_studies` over `studies`; 1/3 if the graph does not say): insertions
-    f * n, deletions (1 - f) * r, equal when n = (1 - f) / f (at most `k`, at least 1) and
-    r = f * n / (1 - f) (at most 1). At a share of a third every study gets `k` = 2."""
+    """`level_balance` for the studies the graph was built from (`studies_by_diseases`, how
+    many studies assert 0, 1, 2 ... of the 12 diseases); a graph that records only its
+    `normal_studies` of `studies` is read as normal and one-disease studies, and one that
+    records neither as a third normal."""
+    levels = graph.graph.get("studies_by_diseases")
+    if levels and sum(levels) > 0:
+        return level_balance(levels, k)
     studies = graph.graph.get("studies") or 0
     normal = graph.graph.get("normal_studies") or 0
-    share = normal / studies if studies and 0 < normal < studies else 1 / 3
-    insertions = min(float(k), max(1.0, (1 - share) / share))
-    return EditBalance(insertions, min(1.0, share * insertions / (1 - share)))
+    if not (studies and 0 < normal < studies):
+        studies, normal = 3, 1
+    return level_balance([normal, studies - normal], k)
 
 
 def _chance(study_key: object, what: str) -> float:
@@ -184,31 +216,32 @@ def plan_counterfactuals(
     study: StudyInput, graph: nx.MultiDiGraph, extractor: ConceptExtractor, k: int,
     balance: EditBalance | None = None,
 ) -> list[CounterfactualTask]:
-    """A study's counterfactual tasks: insertions toward `choose_counterfactual_targets` for
-    a normal study, replacements (or additions) toward them and a deletion of one of its
-    diseases (target "No Finding": `choose_deleted`) for one with a disease, as many of each
-    as `balance` (default: `edit_balance(graph, k)`) says."""
+    """A study's counterfactual tasks, as many of each direction as `balance` (default:
+    `edit_balance(graph, k)`) says for its number of diseases: insertions toward targets drawn
+    among every disease (`choose_counterfactual_targets`, balancing slots), replacements toward
+    the most related ones, and a deletion of one of its diseases (target "No Finding":
+    `choose_deleted`)."""
     balance = balance or edit_balance(graph, k)
     attributes = extractor.present(study.findings)
-    normal = study.diagnoses == (NO_FINDING,)
-    # A study with a disease always has one to delete: one that no other of its diseases is a
-    # kind of (`choose_deleted`).
-    delete = k > 0 and not normal and _chance(study.study_id, "delete") < balance.deletion_rate
-    if normal:
-        whole = int(balance.normal_insertions)
-        wanted = whole + (_chance(study.study_id, "insert") < balance.normal_insertions - whole)
-    else:
-        wanted = k - delete
+    diseases = [d for d in study.diagnoses if d != NO_FINDING]
+    level = len(diseases)
+    delete = (k > 0 and level > 0
+              and _chance(study.study_id, "delete") < balance.deletion_rate(level))
+    rate = balance.insertion_rate(level)
+    inserts = int(rate) + (_chance(study.study_id, "insert") < rate - int(rate))
+    inserts = min(inserts, k - delete)
+    replacements = k - delete - inserts if level > 0 else 0
     tasks = []
-    # A normal study's targets are all drawn (every disease ties as its diagnosis), which is
-    # what gets every disease targeted now that a diseased study's last slot is its deletion.
-    for target in choose_counterfactual_targets(graph, study.labels, attributes, wanted,
-                                                study_key=study.study_id,
-                                                balancing=wanted if normal else None):
-        source = choose_source(graph, study.diagnoses, target.disease)
+    # Replacements first (the related slots), then insertions (drawn among every disease):
+    # one call, so that no disease is the target twice.
+    for index, target in enumerate(choose_counterfactual_targets(
+            graph, study.labels, attributes, replacements + inserts, study_key=study.study_id,
+            balancing=inserts)):
+        inserted = index >= replacements or level == 0
+        source = None if inserted else choose_source(graph, study.diagnoses, target.disease)
         plan = perturbation_plan(graph, source or NO_FINDING, target.disease, attributes)
-        excluded = tuple(d for d in study.diagnoses if d != NO_FINDING
-                         and strongest_edge(graph, d, target.disease, "exclusion") is not None)
+        excluded = tuple(d for d in diseases
+                         if strongest_edge(graph, d, target.disease, "exclusion") is not None)
         tasks.append(CounterfactualTask(study, source, target.disease, plan, excluded))
     if delete:
         deleted = choose_deleted(graph, study.diagnoses, study.study_id,

@@ -208,33 +208,58 @@ def test_source_diagnosis_names_what_is_replaced_and_is_null_when_the_target_onl
             == "No Finding").all()
 
 
-def graph_of(studies, normal):
-    return build_concept_graph(ONTOLOGY, studies=studies, normal_studies=normal)
+def graph_of(studies, normal, levels=None):
+    extra = {} if levels is None else {"studies_by_diseases": levels}
+    return build_concept_graph(ONTOLOGY, studies=studies, normal_studies=normal, **extra)
 
 
 @pytest.mark.parametrize(
-    ("studies", "normal", "insertions", "deletion_rate"),
+    ("levels", "insertions", "deletions"),
     [
-        (300, 100, 2.0, 1.0),   # a third normal: two insertions each, every other study deletes
-        (400, 200, 1.0, 1.0),   # half normal: one insertion each balances one deletion each
-        (500, 50, 2.0, 2 / 9),  # few normal: most diseased studies get a second target
-        (0, 0, 2.0, 1.0),       # the graph does not say: a third is assumed
+        # Half normal, a third with one disease: 200 of the 300 normal studies' insertions
+        # meet the 200 one-disease studies' deletions; 100 of those studies gain a second
+        # disease as the 100 two-disease studies each lose one.
+        ([300, 200, 100], (2 / 3, 0.5, 0.0), (0.0, 1.0, 1.0)),
+        # Few normal studies: each takes two insertions, so a quarter of the one-disease
+        # studies delete; one insertion in eight there meets the two-disease deletions.
+        ([50, 400, 50], (2.0, 0.125, 0.0), (0.0, 0.25, 1.0)),
+        # No normal study: nothing can reach level 0, so nothing leaves level 1 downward.
+        ([0, 10, 10], (0.0, 1.0, 0.0), (0.0, 0.0, 1.0)),
     ],
 )
-def test_insertions_and_deletions_balance_to_the_share_of_normal_studies(
-        studies, normal, insertions, deletion_rate):
+def test_insertions_and_deletions_balance_level_by_level(levels, insertions, deletions):
+    balance = edit_balance(graph_of(sum(levels), levels[0], levels), k=2)
+
+    assert balance.insertions == pytest.approx(insertions)
+    assert balance.deletions == pytest.approx(deletions)
+    for n in range(len(levels) - 1):  # as many studies go up from n as come down to it
+        assert (balance.insertion_rate(n) * levels[n]
+                == pytest.approx(balance.deletion_rate(n + 1) * levels[n + 1]))
+    assert balance.insertion_rate(len(levels)) == balance.deletion_rate(len(levels)) == 0.0
+
+
+@pytest.mark.parametrize(
+    ("studies", "normal", "insertions", "deletions"),
+    [
+        (300, 100, (2.0,), (0.0, 1.0)),        # read as 100 normal and 200 one-disease studies
+        (500, 50, (2.0,), (0.0, 100 / 450)),   # normal studies are the bottleneck
+        (0, 0, (2.0,), (0.0, 1.0)),            # the graph does not say: a third is assumed
+    ],
+)
+def test_a_graph_without_levels_is_read_as_normal_and_one_disease_studies(
+        studies, normal, insertions, deletions):
     balance = edit_balance(graph_of(studies, normal), k=2)
 
-    assert balance.normal_insertions == pytest.approx(insertions)
-    assert balance.deletion_rate == pytest.approx(deletion_rate)
+    assert balance.insertions[:1] == pytest.approx(insertions)
+    assert balance.deletions == pytest.approx(deletions)
 
 
 def test_a_diseased_study_gets_a_target_then_the_deletion_of_one_of_its_diseases():
     effusion = study(11, "Moderate left pleural effusion. Mild bibasilar atelectasis.",
                      Pleural_Effusion=1.0, Atelectasis=1.0)
 
-    replacing, deletion = plan_counterfactuals(effusion, GRAPH, EXTRACTOR, k=2,
-                                               balance=EditBalance(2.0, 1.0))
+    replacing, deletion = plan_counterfactuals(
+        effusion, GRAPH, EXTRACTOR, k=2, balance=EditBalance((2.0, 0.0, 0.0), (0.0, 1.0, 1.0)))
 
     assert replacing.target != "No Finding" and replacing.source in ("Pleural Effusion",
                                                                      "Atelectasis")
@@ -242,6 +267,25 @@ def test_a_diseased_study_gets_a_target_then_the_deletion_of_one_of_its_diseases
     assert deletion.target == "No Finding"
     assert {deletion.source, replacing.source} == {"Pleural Effusion", "Atelectasis"}
     assert deletion.answer == tuple(d for d in effusion.diagnoses if d != deletion.source)
+
+
+def test_an_insertion_into_a_diseased_study_keeps_its_diseases_beside_the_deletion():
+    effusion = study(13, "Moderate left pleural effusion. No pneumothorax. Heart size is normal.",
+                     Pleural_Effusion=1.0, Pneumothorax=0.0, Cardiomegaly=0.0)
+    balance = EditBalance((2.0, 1.0), (0.0, 1.0))
+
+    inserted, deletion = plan_counterfactuals(effusion, GRAPH, EXTRACTOR, k=2, balance=balance)
+
+    assert inserted.source is None and inserted.target not in ("Pleural Effusion", "No Finding")
+    assert inserted.answer == tuple(sorted(("Pleural Effusion", inserted.target)))
+    assert (deletion.source, deletion.target) == ("Pleural Effusion", "No Finding")
+    # Verified like every other counterfactual: the effusion stays, the target is asserted.
+    table = generate_trajectories([effusion], graph_of(3, 1, [1, 1, 1]), EXTRACTOR,
+                                  GenerationOptions(k=2))
+    rows = table[(table["kind"] == "counterfactual") & table["source_diagnosis"].isna()]
+    [row] = rows.itertuples()
+    assert row.verdict == "accepted"
+    assert "Pleural Effusion" in parse_trajectory(row.text).diagnoses
 
 
 def test_a_deletion_of_the_only_disease_answers_no_finding_and_is_verified():
@@ -265,7 +309,7 @@ def test_a_normal_study_gets_only_insertions_drawn_among_every_disease():
 
     tasks = [task for s in normal
              for task in plan_counterfactuals(s, GRAPH, EXTRACTOR, k=2,
-                                              balance=EditBalance(1.0, 1.0))]
+                                              balance=EditBalance((1.0,), ()))]
 
     assert len(tasks) == 60 and all(task.source is None for task in tasks)
     assert len({task.target for task in tasks}) == 12
