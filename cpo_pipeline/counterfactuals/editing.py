@@ -17,23 +17,31 @@ rest kept). `rewrite` does that, clause by clause, keeping every other word:
 2. The target is stated where its denial or the normality it contradicts stood, else where the
    source stood (inside the source's sentence when the source was one clause of it), else in
    reading order (devices, lungs, pleura, heart, bones); when the target takes its denial's
-   place, the source is denied where it was stated (the two swap). Wording comes from the demo
-   reports' phrase bank (`radiology.phrase_bank`), side, lobe and size from the statement
-   replaced (`radiology.placement`), otherwise drawn from `rng`; among fitting phrasings, one
-   shaped like the text it replaces (`_like`) is drawn, so length and form tell nothing.
+   place, the source is denied where it was stated (the two swap); an added finding with a pair
+   partner already stated may join its sentence as reports pair them ("... effusion with
+   adjacent atelectasis", at `PAIRED_RATE`). Wording comes from the demo reports' phrase bank
+   (`radiology.phrase_bank`), side, lobe and size from the statement replaced
+   (`radiology.placement`), otherwise drawn from `rng`. A statement standing where the source
+   stood is shaped like it (`_like`: the same masked n-grams if any fitting phrasing has them,
+   else as many masked spans and words), so the style gate sees no change there; one standing
+   for a denial or a normality, or in reading order, is drawn as the reports draw theirs
+   (`positive_statement`), the mirror of a deletion, whose denial is drawn the same way and
+   may join a negation list the report already has (`LISTED_DENIAL_RATE`).
 3. A numbered list is renumbered.
 """
 
 from __future__ import annotations
 
 import re
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 
 import numpy as np
 
 from cpo_pipeline.counterfactuals.contradictions import contradictions
-from cpo_pipeline.counterfactuals.masking import MASK, mask_concepts, seed_mask
+from cpo_pipeline.counterfactuals.masking import FEATURE_TOKEN, MASK, mask_concepts, seed_mask
 from cpo_pipeline.radiology.chexpert import (
     HIERARCHY,
     LABEL_NEGATIVE,
@@ -55,11 +63,16 @@ from cpo_pipeline.radiology.phrase_bank import (
     NEGATIONS,
     NO_OSSEOUS_ABNORMALITY,
     NO_OSSEOUS_ABNORMALITY_RATE,
+    PAIRED_CLAUSES,
+    PAIRED_RATE,
     PHRASINGS,
     SIGNS,
     draw_slots,
+    listed,
     pick,
+    positive_statement,
     sentence,
+    uses_negative_sentence,
 )
 from cpo_pipeline.radiology.placement import BILATERAL, Placement, placement_of
 
@@ -311,23 +324,28 @@ def _fits(text: str, wanted: Placement) -> bool:
     return not (wanted.side == BILATERAL and said.side in ("right", "left"))
 
 
-def _shape(text: str) -> tuple[int, int]:
-    """What the style gate still sees of a statement: masked spans and words once masked."""
-    masked = mask_concepts(text, seed_mask())
-    return masked.count(MASK), len(masked.split())
+def _shape(text: str) -> Counter[str]:
+    """What the style gate still sees of a statement: its word uni- and bi-grams once masked."""
+    words = re.findall(FEATURE_TOKEN, mask_concepts(text, seed_mask()))
+    return Counter([*words, *(f"{a} {b}" for a, b in pairwise(words))])
 
 
 def _like(candidates: list[str], replaced: str | None, rng: np.random.Generator) -> str:
     """One of `candidates`, drawn among those whose shape (`_shape`) is closest to the text
-    they replace (any, when they replace nothing): a rewritten statement is then as long and
-    as structured as what stood there, and length or form tells nothing."""
+    they replace (any, when they replace nothing): a rewritten statement then reads, to the
+    style gate, as much as possible like what stood there, so its form tells nothing."""
     if replaced is None:
         return candidates[int(rng.integers(len(candidates)))]
-    wanted_masks, wanted_words = _shape(replaced)
-    distance = []
-    for text in candidates:
-        masks, words = _shape(text)
-        distance.append(2 * abs(masks - wanted_masks) + abs(words - wanted_words))
+    wanted = _shape(replaced)
+    shapes = [_shape(text) for text in candidates]
+    same = [text for text, shape in zip(candidates, shapes, strict=True) if shape == wanted]
+    if same:
+        return same[int(rng.integers(len(same)))]
+    # Else as many placeholders and words as what stood there.
+    wanted_masks, wanted_words = wanted[MASK], sum(n for g, n in wanted.items() if " " not in g)
+    distance = [2 * abs(shape[MASK] - wanted_masks)
+                + abs(sum(n for g, n in shape.items() if " " not in g) - wanted_words)
+                for shape in shapes]
     best = min(distance)
     near = [text for text, d in zip(candidates, distance, strict=True) if d <= best + 1]
     return near[int(rng.integers(len(near)))]
@@ -341,11 +359,16 @@ def target_statement(
     target: str, placement: Placement, rng: np.random.Generator, replaced: str | None = None
 ) -> str:
     """A sentence asserting `target` in the phrase bank's words, at `placement` where it says
-    one (side, lobe, size), with or without one of its signs, shaped like `replaced`."""
+    one (side, lobe, size), with or without one of its signs: shaped like the positive
+    statement it stands in for (`replaced`), else drawn as a report draws it
+    (`positive_statement`)."""
     slots = _slots(placement, rng)
-    phrasings = [template.format(**slots) for template in PHRASINGS[target].positive]
-    fitting = [text for text in phrasings if _fits(text, placement)] or phrasings
-    return sentence(_like(_with_signs(fitting, target), replaced, rng))
+    templates = PHRASINGS[target].positive
+    fitting = tuple(t for t in templates if _fits(t.format(**slots), placement)) or templates
+    if replaced is None:
+        return sentence(positive_statement(target, slots, rng, fitting))
+    phrasings = [template.format(**slots) for template in fitting]
+    return sentence(_like(_with_signs(phrasings, target), replaced, rng))
 
 
 def _reading_position(sentences: list[_Sentence], target: str) -> int:
@@ -369,9 +392,14 @@ def denial_statement(
     label: str, placement: Placement, rng: np.random.Generator, replaced: str | None = None
 ) -> str:
     """A sentence saying `label` is absent, as the demo reports say it ("No pleural effusion.",
-    "The previously seen left pleural effusion has resolved."), shaped like `replaced`."""
+    "The previously seen left pleural effusion has resolved."): shaped like `replaced`, else
+    drawn as a report draws it (`uses_negative_sentence`)."""
     phrasing = PHRASINGS[label]
     slots = _slots(placement, rng)
+    if replaced is None:
+        if uses_negative_sentence(label, rng):
+            return sentence(pick(rng, phrasing.negative_sentences).format(**slots))
+        return sentence(pick(rng, NEGATIONS).format(pick(rng, phrasing.negated)))
     candidates = [t.format(**slots) for t in phrasing.negative_sentences]
     candidates += [frame.format(phrase) for frame in NEGATIONS for phrase in phrasing.negated]
     return sentence(_like(candidates, replaced, rng))
@@ -500,21 +528,12 @@ def delete_finding(
             slot = _Slot(len(edited), placement_of(cut.removed), True, cut.removed)
     position = slot.position if slot else _reading_position(edited, source)
     said = []
-    if slot is not None and rng.random() < EXPLICIT_NEGATIVE_RATE[source]:
-        said.append(denial_statement(source, slot.placement, rng, slot.removed))
-    text = lowered(" ".join(_joined(s) for s in edited))
-    lungs_free = not any(_labels_of(text).get(d) in (LABEL_POSITIVE, LABEL_UNCERTAIN)
-                         for d in LUNG_FINDINGS)
-    lungs_said = any(statement.pattern.search(text) for statement in NORMAL_STATEMENTS
-                     if statement.phrase.startswith("the lungs"))
-    if source in LUNG_FINDINGS and not lungs_said:
-        if lungs_free and rng.random() < LUNGS_CLEAR_RATE:
-            said.append(sentence(LUNGS_CLEAR))
-        elif (not lungs_free and source == "Atelectasis"
-              and rng.random() < LUNGS_WELL_EXPANDED_RATE):
-            said.append(sentence(LUNGS_WELL_EXPANDED))
+    if slot is not None and rng.random() < EXPLICIT_NEGATIVE_RATE[source] and not (
+            rng.random() < LISTED_DENIAL_RATE and _join_negation_list(edited, source, rng)):
+        said.append(denial_statement(source, slot.placement, rng))
+    lungs = _lungs_normality(edited, source, rng)
     if (source == "Fracture" and rng.random() < NO_OSSEOUS_ABNORMALITY_RATE
-            and not _OSSEOUS.search(text)):
+            and not _OSSEOUS.search(lowered(" ".join(_joined(s) for s in edited)))):
         edited.append(_Sentence(None, sentence(NO_OSSEOUS_ABNORMALITY)))
     if not edited and not said:  # a report says something: here, that the finding is gone
         said.append(denial_statement(source, slot.placement if slot else Placement(), rng,
@@ -522,7 +541,71 @@ def delete_finding(
     for statement in reversed(said):
         if not _contradicts_what_stays(edited, statement):
             edited.insert(position, _Sentence(None, statement))
+    if lungs is not None and not _contradicts_what_stays(edited, lungs):
+        # Where reports say it: first after the devices.
+        edited.insert(_after_devices(edited), _Sentence(None, lungs))
     return _renumbered(sentences, edited)
+
+
+def _after_devices(edited: list[_Sentence]) -> int:
+    """The index after the sentences about devices the findings open with."""
+    for index, s in enumerate(edited):
+        if "Support Devices" not in _labels_of(s.body):
+            return index
+    return len(edited)
+
+
+# How often a deletion's denial joins a negation list the report already has ("No pneumothorax."
+# -> "No pneumothorax or pleural effusion.") rather than standing alone: the reports list two or
+# three absent findings together about this often, and an insertion takes its target out of
+# such lists as often.
+LISTED_DENIAL_RATE = 0.6
+_LISTED = re.compile(r"^(?P<frame>no evidence of|there is no|no) (?P<items>[^.;]+)\.$",
+                     re.IGNORECASE)
+
+
+def _join_negation_list(edited: list[_Sentence], label: str, rng: np.random.Generator) -> bool:
+    """Add `label`'s negated phrase to a negation list of `edited` with fewer than three items
+    (the reports' longest), in place; False if there is none or it would not read back."""
+    negated = PHRASINGS[label].negated
+    lists = []
+    for index, s in enumerate(edited):
+        match = _LISTED.match(s.body)
+        if match is None:
+            continue
+        items = [item for item in re.split(r",\s*(?:or\s+)?|\s+or\s+", match["items"]) if item]
+        labels = _labels_of(s.body)
+        if len(items) < 3 and labels and all(v == LABEL_NEGATIVE for v in labels.values()):
+            lists.append((index, match["frame"], items))
+    if not negated or not lists:
+        return False
+    index, frame, items = lists[int(rng.integers(len(lists)))]
+    body = f"{frame} {listed([*items, pick(rng, negated)])}."
+    if _labels_of(body).get(label) != LABEL_NEGATIVE:
+        return False
+    edited[index] = _Sentence(edited[index].marker, body)
+    return True
+
+
+def _lungs_normality(
+    edited: list[_Sentence], removed: str, rng: np.random.Generator
+) -> str | None:
+    """What the lungs are said to be once the lung finding `removed` has gone from `edited`
+    (None: nothing): "The lungs are clear." when no lung finding is left, "The lungs are well
+    expanded." at `LUNGS_WELL_EXPANDED_RATE` when the atelectasis went but another lung
+    finding stays, each at the rate reports say it; never where the lungs are already
+    described."""
+    text = lowered(" ".join(_joined(s) for s in edited))
+    if removed not in LUNG_FINDINGS or any(
+            statement.pattern.search(text) for statement in NORMAL_STATEMENTS
+            if statement.phrase.startswith("the lungs")):
+        return None
+    if not any(_labels_of(text).get(d) in (LABEL_POSITIVE, LABEL_UNCERTAIN)
+               for d in LUNG_FINDINGS):
+        return sentence(LUNGS_CLEAR) if rng.random() < LUNGS_CLEAR_RATE else None
+    if removed == "Atelectasis" and rng.random() < LUNGS_WELL_EXPANDED_RATE:
+        return sentence(LUNGS_WELL_EXPANDED)
+    return None
 
 
 def _fill(
@@ -532,9 +615,14 @@ def _fill(
     """What to insert where (positions in `edited`), editing sentences of `edited` in place
     when the target goes inside one."""
     def stated(slot: _Slot | None, placement: Placement) -> str:
-        return target_statement(target, placement, rng, slot.removed if slot else None)
+        # Only a statement of the source is matched in shape: one standing for a denial or a
+        # normality is drawn as reports draw it, the mirror of how a deletion denies.
+        replaced = slot.removed if slot is not None and slot is source_slot else None
+        return target_statement(target, placement, rng, replaced)
 
     if source_slot is None:
+        if rng.random() < PAIRED_RATE and _attach_to_partner(edited, target, rng):
+            return []
         if target_slot is not None and target_slot.whole:
             return [(target_slot.position, stated(target_slot, target_slot.placement))]
         position = target_slot.position if target_slot else _reading_position(edited, target)
@@ -544,7 +632,7 @@ def _fill(
         # "S. No A or T." -> "T. No A or S.": the source takes the target's place in the list.
         return [(source_slot.position, stated(source_slot, source_slot.placement))]
     if target_slot is not None and source_slot.whole:
-        denial = denial_statement(source, source_slot.placement, rng, source_slot.removed)
+        denial = denial_statement(source, source_slot.placement, rng)
         if not _contradicts_what_stays(edited, denial):
             # The finding moves: the target keeps the replaced one's side unless its denial had one.
             placement = (target_slot.placement if target_slot.placement.side
@@ -560,6 +648,23 @@ def _fill(
                                                          target, phrase):
             return []
     return [(source_slot.position, stated(source_slot, source_slot.placement))]
+
+
+def _attach_to_partner(edited: list[_Sentence], target: str, rng: np.random.Generator) -> bool:
+    """State `target` as a clause of its pair partner's statement (`PAIRED_CLAUSES`: "Small
+    left pleural effusion." -> "Small left pleural effusion with adjacent atelectasis."), the
+    way reports state the two together; False if no sentence states the partner alone."""
+    if target not in PAIRED_CLAUSES:
+        return False
+    partner, clauses = PAIRED_CLAUSES[target]
+    for index, s in enumerate(edited):
+        if _labels_of(s.body) != {partner: LABEL_POSITIVE} or " with " in s.body:
+            continue
+        body = f"{s.body.rstrip('.')} {pick(rng, clauses)}."
+        if _labels_of(body) == {partner: LABEL_POSITIVE, target: LABEL_POSITIVE}:
+            edited[index] = _Sentence(s.marker, body)
+            return True
+    return False
 
 
 def _contradicts_what_stays(edited: list[_Sentence], denial: str) -> bool:

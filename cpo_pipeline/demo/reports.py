@@ -41,13 +41,15 @@ from cpo_pipeline.radiology.phrase_bank import (
     NO_OSSEOUS_ABNORMALITY,
     NO_OSSEOUS_ABNORMALITY_RATE,
     PAIRED_HEDGES,
+    PAIRED_RATE,
     PAIRED_SENTENCES,
     PHRASINGS,
     draw_slots,
     listed,
     pick,
+    positive_statement,
     sentence,
-    with_sign,
+    uses_negative_sentence,
 )
 from cpo_pipeline.radiology.placement import Placement, placement_of
 
@@ -191,7 +193,8 @@ def sample_details(labels: dict[str, float | None], rng: np.random.Generator) ->
     slots = draw_slots(rng)
     sentences: dict[tuple[str, ...], str] = {}
     for (first, second, status), templates in PAIRED_SENTENCES.items():
-        if stated.get(first) == status and stated.get(second) == status and rng.random() < 0.6:
+        if (stated.get(first) == status and stated.get(second) == status
+                and rng.random() < PAIRED_RATE):
             sentences[first, second] = pick(rng, templates).format(**slots)
             del stated[first], stated[second]
     hedged: dict[str, str] = {}
@@ -199,13 +202,13 @@ def sample_details(labels: dict[str, float | None], rng: np.random.Generator) ->
     for label, status in stated.items():
         phrasing = PHRASINGS[label]
         if status == LABEL_POSITIVE:
-            sentences[label,] = with_sign(pick(rng, phrasing.positive).format(**slots), label, rng)
+            sentences[label,] = positive_statement(label, slots, rng)
         elif status == LABEL_UNCERTAIN:
             if phrasing.uncertain_sentences and (not phrasing.uncertain or rng.random() < 0.7):
                 sentences[label,] = pick(rng, phrasing.uncertain_sentences).format(**slots)
             else:
                 hedged[label] = pick(rng, phrasing.uncertain).format(**slots)
-        elif phrasing.negative_sentences and (not phrasing.negated or rng.random() < 0.4):
+        elif uses_negative_sentence(label, rng):
             sentences[label,] = pick(rng, phrasing.negative_sentences).format(**slots)
         else:
             negated[label] = pick(rng, phrasing.negated)

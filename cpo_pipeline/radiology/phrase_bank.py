@@ -76,6 +76,7 @@ PHRASINGS: dict[str, Phrasing] = {
             "{lobe} pneumonia",
             "findings are consistent with {lobe} pneumonia",
             "multifocal pneumonia",
+            "pneumonia in the {lobe}",
         ),
         uncertain=(
             "early pneumonia", "{lobe} pneumonia", "aspiration pneumonia", "infectious process",
@@ -99,6 +100,7 @@ PHRASINGS: dict[str, Phrasing] = {
             "{degree} interstitial pulmonary edema",
             "pulmonary vascular congestion with {degree} interstitial edema",
             "findings are consistent with {degree} congestive heart failure",
+            "{degree} interstitial edema at the lung bases",
         ),
         uncertain=(
             "mild pulmonary edema", "mild interstitial edema", "pulmonary vascular congestion",
@@ -120,19 +122,22 @@ PHRASINGS: dict[str, Phrasing] = {
             "{size} bilateral pleural effusions",
             "there is a layering {side} pleural effusion",
             "a {size} {side} effusion is present",
+            "{size} pleural effusion at the {side} lung base",
         ),
         uncertain=("small {side} pleural effusion", "trace {side} effusion"),
         negated=("pleural effusion", "effusion"),
         negative_sentences=("the previously seen {side} pleural effusion has resolved",),
     ),
     "Pneumothorax": Phrasing(
-        positive=("{size} {side} apical pneumothorax", "there is a {size} {side} pneumothorax"),
+        positive=("{size} {side} apical pneumothorax", "there is a {size} {side} pneumothorax",
+                  "{size} pneumothorax at the {side} apex"),
         uncertain=("tiny {side} apical pneumothorax", "small {side} pneumothorax"),
         negated=("pneumothorax",),
         negative_sentences=("the {side} pneumothorax has resolved",),
     ),
     "Pleural Other": Phrasing(
-        positive=("{side} apical pleural thickening", "calcified pleural plaques"),
+        positive=("{side} apical pleural thickening", "calcified pleural plaques",
+                  "pleural thickening at the {side} apex"),
         uncertain=("pleural thickening at the {side} apex",),
         negated=("pleural thickening",),
     ),
@@ -220,7 +225,8 @@ LUNGS_WELL_EXPANDED_RATE = 0.3
 NO_OSSEOUS_ABNORMALITY = "no acute osseous abnormality"
 NO_OSSEOUS_ABNORMALITY_RATE = 0.3
 
-# One sentence for two labels of the same status, used when both hold.
+# One sentence for two labels of the same status, used at `PAIRED_RATE` when both hold.
+PAIRED_RATE = 0.6
 PAIRED_SENTENCES: dict[tuple[str, str, float], tuple[str, ...]] = {
     ("Lung Opacity", "Pneumonia", LABEL_POSITIVE): (
         "patchy opacity in the {lobe} consistent with pneumonia",
@@ -241,6 +247,15 @@ PAIRED_SENTENCES: dict[tuple[str, str, float], tuple[str, ...]] = {
         "heart size and mediastinal contours are stable",
         "stable heart size and mediastinal contours",
     ),
+}
+
+# The second finding of a positive pair as a clause its partner's statement takes ("...
+# effusion with adjacent atelectasis"): how a finding joins one already stated, as the paired
+# sentences above word it. Target -> (partner, clauses).
+PAIRED_CLAUSES: dict[str, tuple[str, tuple[str, ...]]] = {
+    "Pneumonia": ("Lung Opacity", ("consistent with pneumonia", "compatible with pneumonia")),
+    "Atelectasis": ("Pleural Effusion", ("with adjacent atelectasis",)),
+    "Edema": ("Cardiomegaly", ("with pulmonary vascular congestion",)),
 }
 
 HEDGES = ("possible {}", "cannot exclude {}", "{} cannot be excluded", "questionable {}")
@@ -302,6 +317,27 @@ def with_sign(statement: str, label: str, rng: np.random.Generator) -> str:
     if not signs or rng.random() >= SIGN_RATE:
         return statement
     return f"{statement} with {pick(rng, signs)}"
+
+
+def positive_statement(label: str, slots: dict[str, str], rng: np.random.Generator,
+                       phrasings: tuple[str, ...] | None = None) -> str:
+    """How a report states a positive `label`: one of its phrasings (or of `phrasings`, a
+    subset that fits what is known), filled, carrying a sign at `SIGN_RATE`."""
+    options = phrasings or PHRASINGS[label].positive
+    return with_sign(pick(rng, options).format(**slots), label, rng)
+
+
+# How often a finding that has a sentence of its own for its absence ("the previously seen
+# pleural effusion has resolved") is denied with it rather than in a negation ("no ...").
+NEGATIVE_SENTENCE_RATE = 0.4
+
+
+def uses_negative_sentence(label: str, rng: np.random.Generator) -> bool:
+    """Whether a report denies `label` with one of its `negative_sentences` (at
+    `NEGATIVE_SENTENCE_RATE`, always when it has no negated phrase) rather than a negation."""
+    phrasing = PHRASINGS[label]
+    return bool(phrasing.negative_sentences) and (
+        not phrasing.negated or rng.random() < NEGATIVE_SENTENCE_RATE)
 
 
 def sentence(text: str) -> str:

@@ -158,11 +158,13 @@ def test_the_same_inputs_give_the_same_rewrite():
 
 @pytest.fixture
 def rates(monkeypatch):
-    def set_rates(*, denial=0.0, lungs_clear=0.0, osseous=0.0):
+    def set_rates(*, denial=0.0, lungs_clear=0.0, osseous=0.0, listed=0.0, paired=0.0):
         for label in editing.EXPLICIT_NEGATIVE_RATE:
             monkeypatch.setitem(editing.EXPLICIT_NEGATIVE_RATE, label, denial)
         monkeypatch.setattr(editing, "LUNGS_CLEAR_RATE", lungs_clear)
         monkeypatch.setattr(editing, "NO_OSSEOUS_ABNORMALITY_RATE", osseous)
+        monkeypatch.setattr(editing, "LISTED_DENIAL_RATE", listed)
+        monkeypatch.setattr(editing, "PAIRED_RATE", paired)
     return set_rates
 
 
@@ -235,3 +237,63 @@ def test_well_expanded_lungs_give_way_to_an_inserted_atelectasis():
     assert "The lungs are well expanded." not in after
     assert after[-1] == "Small right pleural effusion."
     assert any(asserts(sentence, "Atelectasis") for sentence in after)
+
+
+def test_a_denial_joins_a_negation_list_the_report_already_has(rates):
+    rates(denial=1.0, listed=1.0)
+
+    after = deleted("Small right pleural effusion. No pneumothorax. The heart is mildly enlarged.",
+                    "Pleural Effusion")
+
+    assert after[0] in ("No pneumothorax or pleural effusion.", "No pneumothorax or effusion.")
+    assert after[1:] == ["The heart is mildly enlarged."]
+    # A list of three is as long as reports make them: the denial stands on its own instead.
+    after = deleted("Small right pleural effusion. No pneumothorax, consolidation, or pneumonia.",
+                    "Pleural Effusion")
+    assert label_report(after[0]).get("Pleural Effusion") == LABEL_NEGATIVE
+    assert after[1] == "No pneumothorax, consolidation, or pneumonia."
+
+
+def test_the_lungs_said_clear_after_a_deletion_stand_after_the_devices(rates):
+    rates(lungs_clear=1.0)
+
+    assert deleted("Right-sided PICC with tip in the low SVC. No pneumothorax. Mild bibasilar "
+                   "atelectasis.", "Atelectasis") == [
+        "Right-sided PICC with tip in the low SVC.", "The lungs are clear.", "No pneumothorax."]
+
+
+def test_an_inserted_finding_joins_its_partner_the_way_reports_pair_them(rates):
+    rates(paired=1.0)
+
+    assert edited("Small left pleural effusion. No pneumothorax.", None, "Atelectasis") == [
+        "Small left pleural effusion with adjacent atelectasis.", "No pneumothorax."]
+    rates(paired=0.0)
+    after = edited("Small left pleural effusion. No pneumothorax.", None, "Atelectasis")
+    # Else a sentence of its own, in reading order (lungs before pleura).
+    assert asserts(after[0], "Atelectasis") and after[1:] == [
+        "Small left pleural effusion.", "No pneumothorax."]
+
+
+def test_a_replaced_statement_keeps_the_shape_the_style_gate_sees_where_the_target_has_it():
+    from cpo_pipeline.counterfactuals.masking import mask_concepts, seed_mask
+
+    factual = "Moderate bibasilar atelectasis. Subsegmental atelectasis at the left lung base."
+    for seed in range(5):
+        after = rewrite("Moderate bibasilar atelectasis. No pneumothorax.", "Atelectasis",
+                        "Pleural Effusion", np.random.default_rng(seed))
+        assert mask_concepts(after, seed_mask()) == "[mask]. no [mask]."
+        assert asserts(after, "Pleural Effusion") and "atelectasis" not in after.lower()
+    shaped = rewrite(factual.split(". ")[1], "Atelectasis", "Pneumothorax",
+                     np.random.default_rng(0))
+    assert mask_concepts(shaped, seed_mask()) == "[mask] at the [mask]."
+
+
+def test_an_inserted_statement_is_drawn_as_the_reports_draw_theirs():
+    rng = np.random.default_rng(0)
+    drawn = [target_statement("Pneumonia", Placement(), rng) for _ in range(600)]
+
+    # One of Pneumonia's four phrasings says "findings are consistent with"; a sign at 25%.
+    framed = sum(text.startswith("Findings are consistent with") for text in drawn) / 600
+    signed = sum("air bronchograms" in text for text in drawn) / 600
+    assert 0.17 < framed < 0.33 and 0.17 < signed < 0.33
+    assert all(asserts(text, "Pneumonia") for text in drawn)
