@@ -18,7 +18,7 @@ from cpo_pipeline.preference.assembly import VERSION_COLUMNS, Assembled, InputVe
 from cpo_pipeline.preference.card import PAIR_COLUMNS, SFT_COLUMNS, dataset_card, rows_per_split
 from cpo_pipeline.preference.checks import (
     GateResult,
-    HardNegativeBounds,
+    PairGateBounds,
     chosen_differs_from_rejected,
     images_match,
     no_patient_in_two_splits,
@@ -78,15 +78,15 @@ class TrainingSetConfig(dg.Config):
 
 class PairsConfig(TrainingSetConfig):
     max_style_accuracy: float = Field(
-        default=HardNegativeBounds.max_style_accuracy,
+        default=PairGateBounds.max_style_accuracy,
         description="Hard-negative gate: a classifier on the masked wording may tell the "
         "rejected text of a pair at most this often (chance is 0.5).")
     style_confidence_z: float = Field(
-        default=HardNegativeBounds.confidence_z,
+        default=PairGateBounds.confidence_z,
         description="The style gate fails when the lower end of the one-sided Wilson interval "
         "of the accuracy at this z exceeds `max_style_accuracy` (0: the point estimate).")
     gate_sample: int = Field(
-        default=HardNegativeBounds.sample,
+        default=PairGateBounds.sample,
         description="The hard-negative gate measures at most this many train pairs (seeded).")
 
 
@@ -203,7 +203,7 @@ def preference_pairs(
     prepared = assembly.prepare(counterfactual_trajectories, cxr_studies, cxr_images, versions)
     assembled = assembly.cpo_pairs(prepared, config.request, cap=config.per_disease_cap,
                                    seed=config.seed)
-    hardness = pairs_are_hard_negatives(assembled.frame, HardNegativeBounds(
+    hardness = pairs_are_hard_negatives(assembled.frame, PairGateBounds(
         max_style_accuracy=config.max_style_accuracy, confidence_z=config.style_confidence_z,
         sample=config.gate_sample, seed=config.seed))
     return _materialize(

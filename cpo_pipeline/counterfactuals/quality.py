@@ -20,6 +20,7 @@ counterfactual row, whatever its verdict.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -326,6 +327,88 @@ class QualityTargets:
     min_answer_agreement: float = 1.0
     min_acceptance: float = 0.90
     min_target_share: float = 0.02
+
+
+@dataclass(frozen=True)
+class HardNegativeBounds:
+    """The blocking hard-negatives gate's bounds (issue 9's, `QualityTargets`). Style fails
+    only when the lower end of a one-sided Wilson interval of its accuracy (`confidence_z`;
+    1.645 is 95%) exceeds the bound: on a few hundred pairs the out-of-fold accuracy of
+    identical-in-distribution texts wanders +-0.05 around chance, on thousands the lower end
+    is within 0.02 of the estimate. z = 0 gates on the estimate itself."""
+
+    max_style_accuracy: float = QualityTargets.max_style_accuracy
+    length_ratio: tuple[float, float] = QualityTargets.length_ratio
+    max_longer_share: float = QualityTargets.max_longer_share
+    confidence_z: float = 1.645
+
+
+def wilson_lower(share: float, n: int, z: float) -> float:
+    """The lower end of the Wilson score interval of a proportion `share` of `n`."""
+    if n == 0:
+        return 0.0
+    centre = share + z * z / (2 * n)
+    spread = z * math.sqrt(share * (1 - share) / n + z * z / (4 * n * n))
+    return (centre - spread) / (1 + z * z / n)
+
+
+@dataclass(frozen=True)
+class HardNegativeVerdict:
+    """What the hard-negatives gate found: the reasons it fails (none: it passes), the style
+    and length figures, and the lower end of the style accuracy's interval."""
+
+    failures: tuple[str, ...]
+    style: StyleFigures
+    style_lower_bound: float | None
+    length: LengthFigures
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    def describe(self, pairs: str) -> str:
+        """One line for the check: why it failed, or what it measured over `pairs`."""
+        if self.failures:
+            return "; ".join(self.failures)
+        if self.style.accuracy is None:
+            return (f"style not measured: {self.style.pairs} {pairs} from fewer than two "
+                    "patients; length within bounds")
+        return (f"style accuracy {self.style.accuracy:.3f} (lower bound "
+                f"{self.style_lower_bound:.3f}) over {self.style.pairs} {pairs}; length within "
+                "bounds")
+
+    def metadata(self) -> dict[str, object]:
+        return {
+            "style_accuracy": self.style.accuracy,
+            "style_accuracy_lower_bound": self.style_lower_bound,
+            "style_pairs": self.style.pairs,
+            "style_top_features": {feature: weight for feature, weight in self.style.top_features},
+            "length_median_ratio": self.length.median_ratio,
+            "counterfactual_longer_share": self.length.longer_share,
+        }
+
+
+def hard_negative_verdict(trajectories: pd.DataFrame, mask: ConceptMask,
+                          bounds: HardNegativeBounds = HardNegativeBounds()) -> HardNegativeVerdict:
+    """The style and length figures of `trajectories`' accepted pairs against `bounds`: the
+    one gate both `counterfactual_trajectories` and `preference_pairs` hold."""
+    style = style_accuracy(trajectories, mask)
+    length = length_figures(trajectories)
+    low, high = bounds.length_ratio
+    failures, lower = [], None
+    if style.accuracy is not None:
+        lower = wilson_lower(style.accuracy, style.pairs, bounds.confidence_z)
+        if lower > bounds.max_style_accuracy:
+            failures.append(
+                f"style accuracy {style.accuracy:.3f} (lower bound {lower:.3f}) > "
+                f"{bounds.max_style_accuracy:.2f}; top n-grams "
+                f"{[feature for feature, _ in style.top_features[:3]]}")
+    if length.median_ratio is not None and not low <= length.median_ratio <= high:
+        failures.append(f"length ratio {length.median_ratio:.2f} outside {low}-{high}")
+    if length.longer_share is not None and length.longer_share > bounds.max_longer_share:
+        failures.append(f"counterfactual longer in {length.longer_share:.0%} of pairs "
+                        f"> {bounds.max_longer_share:.0%}")
+    return HardNegativeVerdict(tuple(failures), style, lower, length)
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,6 @@ Each returns a `GateResult` the asset turns into a Dagster check result; each na
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,7 +15,7 @@ import pyarrow.compute as pc
 
 from cpo_pipeline.counterfactuals.generation import ACCEPTED, COUNTERFACTUAL, FACTUAL
 from cpo_pipeline.counterfactuals.masking import findings_of, seed_mask
-from cpo_pipeline.counterfactuals.quality import QualityTargets, length_figures, style_accuracy
+from cpo_pipeline.counterfactuals.quality import HardNegativeBounds, hard_negative_verdict
 from cpo_pipeline.ingestion.summary import patients_in_several_splits
 from cpo_pipeline.preference.filters import TRAIN
 from cpo_pipeline.preference.text import normalise
@@ -100,27 +99,12 @@ def no_test_study_in_training(rows: pd.DataFrame, official_split: pd.Series) -> 
 
 
 @dataclass(frozen=True)
-class HardNegativeBounds:
-    """Issue 9's style and length bounds (`QualityTargets`), measured on a seeded sample of
-    at most `sample` train pairs. Style fails only when the lower end of a one-sided Wilson
-    interval (`confidence_z`; 1.645 is 95%) of its accuracy exceeds the bound: on a few hundred
-    pairs the point estimate alone wanders ±0.05 around chance. z = 0 gates on the estimate."""
+class PairGateBounds(HardNegativeBounds):
+    """The hard-negatives gate's bounds (`quality.HardNegativeBounds`), measured on a seeded
+    sample of at most `sample` train pairs."""
 
-    max_style_accuracy: float = QualityTargets.max_style_accuracy
-    length_ratio: tuple[float, float] = QualityTargets.length_ratio
-    max_longer_share: float = QualityTargets.max_longer_share
     sample: int = 2_000
-    confidence_z: float = 1.645
     seed: int = 0
-
-
-def wilson_lower(share: float, n: int, z: float) -> float:
-    """The lower end of the Wilson score interval of a proportion `share` of `n`."""
-    if n == 0:
-        return 0.0
-    centre = share + z * z / (2 * n)
-    spread = z * math.sqrt(share * (1 - share) / n + z * z / (4 * n * n))
-    return (centre - spread) / (1 + z * z / n)
 
 
 def as_trajectories(pairs: pd.DataFrame) -> pd.DataFrame:
@@ -136,36 +120,15 @@ def as_trajectories(pairs: pd.DataFrame) -> pd.DataFrame:
 
 
 def pairs_are_hard_negatives(pairs: pd.DataFrame,
-                             bounds: HardNegativeBounds = HardNegativeBounds()) -> GateResult:
+                             bounds: PairGateBounds = PairGateBounds()) -> GateResult:
     """The hard-negatives gate on the train pairs a CPO trainer learns from: with the concept
     vocabulary masked, a patient-grouped classifier must not tell the rejected text from the
-    chosen (`quality.style_accuracy`), and lengths must be alike (`quality.length_figures`)."""
+    chosen, and lengths must be alike (`quality.hard_negative_verdict`, the gate
+    `counterfactual_trajectories` holds too)."""
     train = pairs[pairs["split"] == TRAIN]
     if len(train) > bounds.sample:
         train = train.sample(n=bounds.sample, random_state=bounds.seed)
-    trajectories = as_trajectories(train)
-    style = style_accuracy(trajectories, seed_mask())
-    length = length_figures(trajectories)
-    low, high = bounds.length_ratio
-    failed = []
-    lower = None
-    if style.accuracy is not None:
-        lower = wilson_lower(style.accuracy, style.pairs, bounds.confidence_z)
-        if lower > bounds.max_style_accuracy:
-            failed.append(f"style accuracy {style.accuracy:.3f} (lower bound {lower:.3f}) > "
-                          f"{bounds.max_style_accuracy:.2f}; top n-grams "
-                          f"{[feature for feature, _ in style.top_features[:3]]}")
-    if length.median_ratio is not None and not low <= length.median_ratio <= high:
-        failed.append(f"length ratio {length.median_ratio:.2f} outside {low}-{high}")
-    if length.longer_share is not None and length.longer_share > bounds.max_longer_share:
-        failed.append(f"rejected longer in {length.longer_share:.0%} of pairs "
-                      f"> {bounds.max_longer_share:.0%}")
-    measured = (f"style accuracy {style.accuracy:.3f} (lower bound {lower:.3f}) over "
-                f"{style.pairs} train pairs" if style.accuracy is not None else
-                f"style not measured: {style.pairs} train pairs from fewer than two patients")
-    return GateResult(
-        not failed, "; ".join(failed) if failed else f"{measured}; length within bounds",
-        {"style_accuracy": style.accuracy, "style_accuracy_lower_bound": lower,
-         "style_pairs": style.pairs,
-         "style_top_features": {feature: weight for feature, weight in style.top_features},
-         "length_median_ratio": length.median_ratio, "rejected_longer_share": length.longer_share})
+    verdict = hard_negative_verdict(as_trajectories(train), seed_mask(), bounds)
+    metadata = verdict.metadata()
+    metadata["rejected_longer_share"] = metadata.pop("counterfactual_longer_share")
+    return GateResult(verdict.passed, verdict.describe("train pairs"), metadata)

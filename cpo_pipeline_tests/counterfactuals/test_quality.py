@@ -16,6 +16,7 @@ from cpo_pipeline.counterfactuals.quality import (
     quality_report,
     style_accuracy,
     target_shares,
+    wilson_lower,
 )
 from cpo_pipeline.radiology.answer_format import format_trajectory
 from cpo_pipeline.radiology.chexpert import DISEASES
@@ -283,3 +284,10 @@ def test_a_figure_at_its_bound_meets_it_and_a_missing_one_never_does(ontology):
     missing = {check.figure: check.met for check in check_targets(
         replace(at_bounds, style=replace(report.style, accuracy=None)))}
     assert missing["style accuracy"] is False
+
+
+def test_wilson_lower_bound():
+    assert wilson_lower(0.5, 0, 1.645) == 0.0
+    assert wilson_lower(0.6, 1_000_000, 1.645) == pytest.approx(0.6, abs=1e-3)
+    assert wilson_lower(0.6, 100, 0.0) == pytest.approx(0.6)
+    assert wilson_lower(0.6, 100, 1.645) == pytest.approx(0.518, abs=1e-3)

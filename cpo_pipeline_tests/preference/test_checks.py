@@ -2,13 +2,12 @@ import pandas as pd
 import pytest
 
 from cpo_pipeline.preference.checks import (
-    HardNegativeBounds,
+    PairGateBounds,
     chosen_differs_from_rejected,
     images_match,
     no_patient_in_two_splits,
     no_test_study_in_training,
     pairs_are_hard_negatives,
-    wilson_lower,
 )
 from cpo_pipeline.radiology.answer_format import format_trajectory
 from cpo_pipeline.storage import sha256_file
@@ -125,7 +124,7 @@ def test_the_hard_negative_gate_measures_a_bounded_sample_of_train_pairs():
     pairs = _gate_pairs(lambda kept: f"{kept} There is a small pneumothorax.")
     pairs.loc[30:, "split"] = "validate"
 
-    result = pairs_are_hard_negatives(pairs, HardNegativeBounds(sample=20))
+    result = pairs_are_hard_negatives(pairs, PairGateBounds(sample=20))
 
     assert result.metadata["style_pairs"] == 20
 
@@ -135,11 +134,4 @@ def test_rejected_texts_much_longer_fail_the_length_gate():
         lambda kept: f"{kept} {kept} {kept} There is a small pneumothorax."))
 
     assert not result.passed
-    assert "length ratio" in result.description and "rejected longer in 100%" in result.description
-
-
-def test_wilson_lower_bound():
-    assert wilson_lower(0.5, 0, 1.645) == 0.0
-    assert wilson_lower(0.6, 1_000_000, 1.645) == pytest.approx(0.6, abs=1e-3)
-    assert wilson_lower(0.6, 100, 0.0) == pytest.approx(0.6)
-    assert wilson_lower(0.6, 100, 1.645) == pytest.approx(0.518, abs=1e-3)
+    assert "length ratio" in result.description and "longer in 100% of pairs" in result.description
