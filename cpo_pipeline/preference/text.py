@@ -16,7 +16,7 @@ import pyarrow.compute as pc
 
 # The module has no public name for its pattern; reusing it keeps one definition of the format.
 from cpo_pipeline.radiology.answer_format import (
-    _ANSWER,
+    ANSWER_PATTERN,
     TrajectoryFormatError,
     format_trajectory,
     parse_trajectory,
@@ -29,7 +29,7 @@ THINK_CLOSE = "</think>"
 # from the formatter itself so the two cannot drift apart.
 ANSWER_PREFIX = (format_trajectory("-", [NO_FINDING]).partition(THINK_CLOSE)[2].strip()
                  .removesuffix(f"{NO_FINDING}."))
-_FORMAT = "(?s)" + _ANSWER.pattern  # RE2 spelling of the pattern's re.DOTALL
+_FORMAT = "(?s)" + ANSWER_PATTERN.pattern  # RE2 spelling of the pattern's re.DOTALL
 ID_LENGTH = 16
 _SEPARATOR = "\x1f"
 

@@ -15,7 +15,8 @@ from dataclasses import dataclass
 
 from cpo_pipeline.radiology.chexpert import DISEASES, LABEL_POSITIVE, NO_FINDING
 
-_ANSWER = re.compile(
+# A whole trajectory: what `parse_trajectory` reads and the training-set export matches.
+ANSWER_PATTERN = re.compile(
     r"^\s*<think>\s*(?P<findings>.*?)\s*</think>\s*"
     r"The disease of this patient is (?P<diagnosis>[^.]+)\.\s*$",
     re.DOTALL,
@@ -57,7 +58,7 @@ class TrajectoryFormatError(ValueError):
 
 def parse_trajectory(text: str) -> Trajectory:
     """Split an answer into findings and named diagnoses; raise naming what is wrong."""
-    match = _ANSWER.match(text)
+    match = ANSWER_PATTERN.match(text)
     if match is None:
         raise TrajectoryFormatError(
             "expected '<think> findings </think> The disease of this patient is X.', got "
