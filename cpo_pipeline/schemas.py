@@ -144,6 +144,8 @@ CONCEPT_EDGES = pa.schema(
         pa.field("ci_low", pa.float64()),
         pa.field("ci_high", pa.float64()),
         pa.field("model", pa.string()),
+        # Where an exclusion holds: null anywhere, "same side", "same lesion".
+        pa.field("scope", pa.string()),
     ]
 )
 

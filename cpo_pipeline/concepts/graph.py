@@ -169,7 +169,7 @@ def node_table(graph: nx.MultiDiGraph) -> pd.DataFrame:
 def edge_table(graph: nx.MultiDiGraph) -> pd.DataFrame:
     """One row per edge, in graph order."""
     return pd.DataFrame(
-        [{"source": source, "target": target, **{c: data[c] for c in EDGE_COLUMNS[2:]}}
+        [{"source": source, "target": target, **{c: data.get(c) for c in EDGE_COLUMNS[2:]}}
          for source, target, data in graph.edges(data=True)],
         columns=list(EDGE_COLUMNS),
     )

@@ -34,6 +34,9 @@ DISEASE = "disease"
 OBSERVATION = "observation"
 ATTRIBUTE = "attribute"
 LOCATION = "location"
+# Where an exclusion holds, when not anywhere in the chest (`ConceptEdge.scope`).
+SAME_SIDE, SAME_LESION = "same side", "same lesion"
+EXCLUSION_SCOPES = (SAME_SIDE, SAME_LESION)
 KINDS = (DISEASE, OBSERVATION, ATTRIBUTE, LOCATION)
 
 # The paper's four attribute categories.
@@ -105,6 +108,10 @@ class ConceptEdge:
     ci_low: float | None = None
     ci_high: float | None = None
     model: str | None = None
+    # Where an exclusion holds: None anywhere in the chest; "same side" only when both sit in
+    # the same hemithorax (hyperlucency on the left does not rule out a white right
+    # hemithorax); "same lesion" only for one lesion (two nodules may differ in margin).
+    scope: str | None = None
 
 
 def normalise_term(text: str) -> str:
@@ -183,6 +190,7 @@ class _EdgeEntry(_SeedPart):
     # strict: a weight written as text ("0.5", "high") is a mistake, not a number.
     weight: Annotated[float, Field(gt=0, le=1, strict=True)]
     rationale: _Text
+    scope: Literal[EXCLUSION_SCOPES] | None = None
 
 
 class SeedDocument(_SeedPart):
@@ -320,6 +328,9 @@ def _curated_edges(seed: SeedDocument, ontology: Ontology) -> list[ConceptEdge]:
                 raise _Misplaced(loc, f"{first!r} and {second!r} are already related at "
                                  f"{seen[pair]}")
             seen[pair] = f"{section}[{index}]"
+            if entry.scope is not None and relation != EXCLUSION:
+                raise _Misplaced((section, index, "scope"),
+                                 "only an exclusion depends on where its two concepts sit")
             edges.append(ConceptEdge(*ontology.orient(first, second), relation, SEED,
-                                     entry.weight, 0, entry.rationale))
+                                     entry.weight, 0, entry.rationale, scope=entry.scope))
     return edges

@@ -35,6 +35,7 @@ class EdgeRef:
     relation: str
     provenance: str
     weight: float
+    scope: str | None = None  # where an exclusion holds (`ConceptEdge.scope`)
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,13 @@ class PlanStep:
 
     concept: str
     edges: tuple[EdgeRef, ...]
+
+
+def scoped_exclusion(step: PlanStep) -> str | None:
+    """The scope of a negation every edge of which holds only at one place ("same side"),
+    None when one holds anywhere."""
+    scopes = {edge.scope for edge in step.edges}
+    return scopes.pop() if len(scopes) == 1 and None not in scopes else None
 
 
 @dataclass(frozen=True)
@@ -80,7 +88,8 @@ def strongest_edge(graph: nx.MultiDiGraph, first: str, second: str, relation: st
     for source, target in ((first, second), (second, first)):
         for data in (graph.get_edge_data(source, target) or {}).values():
             if data["relation"] == relation:
-                found.append(EdgeRef(source, target, relation, data["provenance"], data["weight"]))
+                found.append(EdgeRef(source, target, relation, data["provenance"],
+                                     data["weight"], data.get("scope")))
     if not found:
         return None
     return min(found, key=lambda edge: (-edge.weight, PROVENANCES.index(edge.provenance)))

@@ -24,6 +24,7 @@ import pandas as pd
 
 from cpo_pipeline import schemas
 from cpo_pipeline.concepts.mentions import ConceptExtractor
+from cpo_pipeline.concepts.ontology import SAME_LESION, SAME_SIDE
 from cpo_pipeline.concepts.queries import (
     PerturbationPlan,
     ancestors,
@@ -31,6 +32,7 @@ from cpo_pipeline.concepts.queries import (
     choose_deleted,
     deletion_plan,
     perturbation_plan,
+    scoped_exclusion,
     strongest_edge,
 )
 from cpo_pipeline.counterfactuals import offline_expert
@@ -334,8 +336,13 @@ def graph_context(graph: nx.MultiDiGraph, task: CounterfactualTask) -> str:
     lines = set()
     for first, second, data in graph.edges(data=True):
         if first in concepts and second in concepts and data["relation"] != "located_at":
-            lines.add(f"{first} --{data['relation']} ({data['weight']:.2f})--> {second}")
+            scope = f", {data['scope']} only" if data.get("scope") else ""
+            lines.add(f"{first} --{data['relation']} ({data['weight']:.2f}{scope})--> {second}")
     return "\n".join(sorted(lines))
+
+
+_WHERE_SCOPED = {SAME_SIDE: " (only where it is on the target's side)",
+                 SAME_LESION: " (only on the lesion the target describes)"}
 
 
 def plan_context(task: CounterfactualTask) -> str:
@@ -349,7 +356,9 @@ def plan_context(task: CounterfactualTask) -> str:
         lines.append(f"- add findings of {task.target}")
     for verb, steps in (("add", task.plan.add), ("remove", task.plan.remove),
                         ("negate", task.plan.negate), ("keep location", task.plan.keep_locations)):
-        lines += [f"- {verb}: {step.concept}" for step in steps]
+        lines += [f"- {verb}: {step.concept}"
+                  + (_WHERE_SCOPED.get(scoped_exclusion(step), "") if verb == "negate" else "")
+                  for step in steps]
     return "\n".join(lines)
 
 

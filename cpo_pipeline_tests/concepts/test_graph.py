@@ -132,7 +132,7 @@ def test_the_tables_conform_to_their_declared_schemas(ontology):
     assert learned == [{
         "source": "Pneumonia", "target": "air bronchogram", "relation": "association",
         "provenance": "statistics", "weight": 0.58, "support": 15, "rationale": "lift 3.00",
-        "lift": 3.0, "ci_low": 2.1, "ci_high": 3.6, "model": None,
+        "lift": 3.0, "ci_low": 2.1, "ci_high": 3.6, "model": None, "scope": None,
     }]
 
 

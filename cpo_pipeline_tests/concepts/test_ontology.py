@@ -92,6 +92,17 @@ def test_the_paper_s_contradiction_is_an_exclusion(seed):
     assert relations[("Atelectasis", "hyperinflation")] == EXCLUSION
 
 
+def test_exclusions_that_depend_on_location_say_so(seed):
+    scope = {frozenset((edge.source, edge.target)): edge.scope for edge in seed.edges
+             if edge.relation == "exclusion"}
+
+    assert scope[frozenset(("hyperlucency", "opacified hemithorax"))] == "same side"
+    assert scope[frozenset(("well-circumscribed margin", "spiculated margin"))] == "same lesion"
+    # Whole-chest properties exclude each other anywhere.
+    assert scope[frozenset(("hyperinflation", "low lung volumes"))] is None
+    assert scope[frozenset(("No Finding", "Pneumothorax"))] is None
+
+
 def test_sites_become_located_at_edges(seed):
     sites = {e.target for e in seed.edges
              if e.relation == LOCATED_AT and e.source == "Pneumothorax"}
@@ -172,6 +183,14 @@ def _stray_field(document: dict) -> None:
     document["attributes"]["morphological_alteration"][0]["colour"] = "green"
 
 
+def _scoped_association(document: dict) -> None:
+    document["associations"][0]["scope"] = "same side"
+
+
+def _unknown_scope(document: dict) -> None:
+    document["exclusions"][0]["scope"] = "same lobe"
+
+
 MALFORMED = {
     "unknown disease": (_rename_disease, "diseases[3].name",
                         "'Oedema' is not one of the CheXpert diseases"),
@@ -196,6 +215,10 @@ MALFORMED = {
                      "unknown location 'left ventricle'"),
     "unknown attribute category": (_unknown_category, "attributes.texture",
                                    "or 'functional_indicator', got 'texture'"),
+    "scope on an association": (_scoped_association, "associations[0].scope",
+                                "only an exclusion depends on where its two concepts sit"),
+    "unknown scope": (_unknown_scope, "exclusions[0].scope",
+                      "Input should be 'same side' or 'same lesion', got 'same lobe'"),
     "stray field": (_stray_field, "attributes.morphological_alteration[0] (air bronchogram).colour",
                     "Extra inputs are not permitted, got 'green'"),
 }

@@ -23,8 +23,9 @@ def graph():
     return build_concept_graph(load_ontology())
 
 
-def seed(source: str, target: str, relation: str, weight: float) -> EdgeRef:
-    return EdgeRef(source, target, relation, "seed", weight)
+def seed(source: str, target: str, relation: str, weight: float,
+         scope: str | None = None) -> EdgeRef:
+    return EdgeRef(source, target, relation, "seed", weight, scope)
 
 
 def _names(steps: tuple[PlanStep, ...]) -> list[str]:
@@ -73,7 +74,7 @@ def test_a_pneumothorax_study_is_aimed_at_diseases_whose_signs_contradict_its_ow
                                                        ("Consolidation", 0.54)]
     assert targets[0].evidence == (
         seed("Pleural Effusion", "opacified hemithorax", "association", 0.7),
-        seed("hyperlucency", "opacified hemithorax", "exclusion", 0.9),
+        seed("hyperlucency", "opacified hemithorax", "exclusion", 0.9, "same side"),
     )
 
 
@@ -82,7 +83,7 @@ def test_from_pneumothorax_to_consolidation_negate_what_the_new_opacity_contradi
 
     assert _names(plan.add) == ["air bronchogram", "airspace opacity"]
     assert plan.negate == (PlanStep("absent lung markings", (
-        seed("absent lung markings", "airspace opacity", "exclusion", 0.6),)),)
+        seed("absent lung markings", "airspace opacity", "exclusion", 0.6, "same side"),)),)
     assert _names(plan.remove) == ["hyperlucency", "visceral pleural line"]
     assert plan.keep_locations == ()  # consolidation does not sit at the apex
 
@@ -115,8 +116,8 @@ def test_a_hyperinflated_normal_study_is_aimed_at_atelectasis_which_negates_hype
 
     assert first.disease == "Atelectasis"
     assert plan.negate == (PlanStep("hyperinflation", (
-        seed("Atelectasis", "hyperinflation", "exclusion", 0.8),
-        seed("hyperinflation", "volume loss", "exclusion", 0.9),
+        seed("Atelectasis", "hyperinflation", "exclusion", 0.8, "same side"),
+        seed("hyperinflation", "volume loss", "exclusion", 0.9, "same side"),
     )),)
 
 

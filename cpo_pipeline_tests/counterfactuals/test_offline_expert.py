@@ -3,8 +3,14 @@ from cpo_pipeline.concepts.mentions import ConceptExtractor
 from cpo_pipeline.concepts.ontology import load_ontology
 from cpo_pipeline.concepts.queries import perturbation_plan
 from cpo_pipeline.counterfactuals.editing import split_sentences
+from cpo_pipeline.counterfactuals.generation import (
+    CounterfactualTask,
+    StudyInput,
+    graph_context,
+    plan_context,
+)
 from cpo_pipeline.counterfactuals.offline_expert import apply_plan
-from cpo_pipeline.radiology.chexpert import LABEL_POSITIVE
+from cpo_pipeline.radiology.chexpert import CHEXPERT_LABELS, LABEL_POSITIVE
 from cpo_pipeline.radiology.labeller import label_report
 
 ONTOLOGY = load_ontology()
@@ -52,3 +58,29 @@ def test_a_studys_counterfactual_is_a_function_of_its_inputs():
 
     assert counterfactual(findings, "Pneumothorax", study=5) == \
         counterfactual(findings, "Pneumothorax", study=5)
+
+
+def test_an_exclusion_that_holds_on_one_side_spares_what_the_other_side_shows():
+    # Atelectasis excludes hyperinflation only in the same lung (a collapsed left lower lobe
+    # beside an emphysematous right lung is common); the target takes the effusion's side.
+    other_side = counterfactual("Small left pleural effusion. Hyperinflation of the right lung.",
+                                "Atelectasis", source="Pleural Effusion")
+    same_side = counterfactual("Small left pleural effusion. Hyperinflation of the left lung.",
+                               "Atelectasis", source="Pleural Effusion")
+
+    assert "Hyperinflation of the right lung." in other_side
+    assert not any("yperinflation" in sentence for sentence in same_side)
+    for sentences in (other_side, same_side):
+        assert label_report(" ".join(sentences))["Atelectasis"] == LABEL_POSITIVE
+
+
+def test_the_llm_is_told_where_an_exclusion_holds():
+    findings = "Small left pleural effusion. Hyperinflation of the right lung."
+    labels = dict.fromkeys(CHEXPERT_LABELS) | {"Pleural Effusion": 1.0}
+    study = StudyInput(1, 2, "train", findings, labels)
+    plan = perturbation_plan(GRAPH, "Pleural Effusion", "Atelectasis", EXTRACTOR.present(findings))
+    task = CounterfactualTask(study, "Pleural Effusion", "Atelectasis", plan)
+
+    assert "- negate: hyperinflation (only where it is on the target's side)" in plan_context(task)
+    assert ("Atelectasis --exclusion (0.80, same side only)--> hyperinflation"
+            in graph_context(GRAPH, task))
