@@ -1,0 +1,222 @@
+"""The training run's configuration: one dataclass for both stages, with the paper's defaults.
+
+Plain Python (no torch): the Dagster assets build it, write it as JSON into the run directory, and
+the entry point (`python -m cpo_pipeline.training.train run_config.json`) reads it back. Fields
+left `None` are filled from the recipe by `resolved()`: the paper's for real models, a scaled-up
+one for the tiny offline model, whose random weights learn nothing visible at the paper's rates.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+SFT = "sft"
+DPO = "dpo"
+STAGES = (SFT, DPO)
+# `model_name_or_path` value meaning: build the tiny offline LLaVA-style model from the training
+# texts (cpo_pipeline.training.tiny_model) instead of loading one.
+TINY_MODEL = "tiny-offline"
+PAPER = "paper"
+TINY = "tiny"
+RECIPES = (PAPER, TINY)
+MLFLOW = "mlflow"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What a recipe decides for the fields a config leaves unset."""
+
+    learning_rate: float
+    num_train_epochs: float
+    warmup_ratio: float
+    lora_modules_to_save: str
+
+
+# The paper: SFT lr 1e-4 with a short warm-up (its length is unstated: 10%, LLaMA-Factory's
+# example), CPO lr 2e-5 without warm-up; one epoch each.
+# The tiny model: its random output layer is too flat for LoRA alone to shape (the loss stays at
+# log V), so it is trained as a whole beside the adapter, at rates that learn the answer format
+# within the demo's budget.
+_RECIPES = {
+    (PAPER, SFT): Recipe(1e-4, 1.0, 0.1, ""),
+    (PAPER, DPO): Recipe(2e-5, 1.0, 0.0, ""),
+    (TINY, SFT): Recipe(5e-3, 8.0, 0.1, "lm_head"),
+    (TINY, DPO): Recipe(2e-4, 1.0, 0.0, "lm_head"),
+}
+
+
+def _help(text: str) -> dict[str, str]:
+    return {"help": text}
+
+
+@dataclass
+class TrainingConfig:
+    """One training run: the stage, its data and model, the recipe, and where it writes."""
+
+    stage: str = field(default=SFT, metadata=_help(
+        "sft (TRL SFTTrainer on messages + images) or dpo (TRL DPOTrainer on prompt / chosen / "
+        "rejected + images, the reference being the starting model)."))
+    dataset_dir: str = field(default="", metadata=_help(
+        "The training split: a `datasets.load_from_disk` directory in TRL's conversational "
+        "vision format (as the sft_dataset / *_pairs assets write it)."))
+    eval_dataset_dir: str | None = field(default=None, metadata=_help(
+        "A held-out split evaluated after training (eval loss; DPO reward accuracy and margin)."))
+    output_dir: str = field(default="", metadata=_help(
+        "The run directory: trainer/ holds resumable checkpoints, model/ the finished model "
+        "(renamed in only when complete)."))
+    dataset_name: str | None = field(default=None, metadata=_help(
+        "The dataset's name, for the model card."))
+    model_name_or_path: str = field(default=TINY_MODEL, metadata=_help(
+        f"An image-text-to-text model: a local directory or a hub id (cached; no download "
+        f"under HF_HUB_OFFLINE). '{TINY_MODEL}' builds the tiny offline model from the texts."))
+    trust_remote_code: bool = field(default=False, metadata=_help(
+        "Run the model repository's own Python code. Off: only transformers' classes load."))
+    recipe: str = field(default=PAPER, metadata=_help(
+        "Which defaults fill the unset fields: 'paper' or 'tiny' (the tiny model's demo rates)."))
+    use_lora: bool = field(default=True, metadata=_help(
+        "Train a LoRA adapter (merged into the saved model) instead of every weight."))
+    lora_r: int = field(default=8, metadata=_help("LoRA rank (the paper: 8)."))
+    lora_alpha: int = field(default=32, metadata=_help("LoRA alpha (the paper: 32)."))
+    lora_dropout: float = field(default=0.0, metadata=_help(
+        "LoRA dropout (unstated in the paper; LLaMA-Factory's default 0)."))
+    lora_target_modules: str = field(default="all-linear", metadata=_help(
+        "'all-linear' (the paper: every linear layer but the output layer) or comma-separated "
+        "module names."))
+    lora_modules_to_save: str | None = field(default=None, metadata=_help(
+        "Comma-separated modules trained in full beside the adapter. Default: the recipe's "
+        "(none for the paper; lm_head for the tiny model)."))
+    freeze_vision_tower: bool = field(default=True, metadata=_help(
+        "Keep the vision encoder fixed (the paper, for CPO): no adapter and no gradient there."))
+    learning_rate: float | None = field(default=None, metadata=_help(
+        "Peak learning rate. Default: the recipe's (paper: SFT 1e-4, CPO 2e-5)."))
+    num_train_epochs: float | None = field(default=None, metadata=_help(
+        "Epochs. Default: the recipe's (paper: 1)."))
+    max_steps: int = field(default=-1, metadata=_help(
+        "Stop after this many optimizer steps (overrides epochs); -1: run the epochs."))
+    warmup_ratio: float | None = field(default=None, metadata=_help(
+        "Share of steps spent warming up. Default: the recipe's (paper: SFT short, CPO none)."))
+    lr_scheduler_type: str = field(default="cosine", metadata=_help("Learning-rate schedule."))
+    adam_beta1: float = field(default=0.9, metadata=_help("AdamW beta1 (the paper: 0.9)."))
+    adam_beta2: float = field(default=0.98, metadata=_help("AdamW beta2 (the paper: 0.98)."))
+    weight_decay: float = field(default=0.05, metadata=_help("AdamW weight decay (0.05)."))
+    per_device_train_batch_size: int = field(default=4, metadata=_help(
+        "Examples (DPO: pairs) per device and step."))
+    gradient_accumulation_steps: int = field(default=1, metadata=_help(
+        "Steps accumulated per update: effective batch = this x per-device batch x processes "
+        "(the paper's CPO: 64)."))
+    max_length: int | None = field(default=None, metadata=_help(
+        "Truncate sequences to this many tokens (the paper: SFT 2048, CPO 4096). Must exceed "
+        "the image's tokens: truncation that cuts them fails the batch. None: never truncate."))
+    max_pixels: int | None = field(default=None, metadata=_help(
+        "Cap on an image's pixels for processors that resize by pixel count (Qwen2/2.5-VL; the "
+        "paper: 1280*28*28)."))
+    bf16: bool = field(default=False, metadata=_help("Train in bfloat16 (GPU)."))
+    gradient_checkpointing: bool = field(default=False, metadata=_help(
+        "Recompute activations in the backward pass (saves memory on large models)."))
+    use_cpu: bool | None = field(default=None, metadata=_help(
+        "Train on the CPU. None: when no CUDA device is visible."))
+    cpu_threads: int | None = field(default=None, metadata=_help(
+        "Intra-op threads on the CPU. None: 1 for the tiny model (too small to gain from more, "
+        "and spinning threads stall when the cores are shared), torch's default otherwise."))
+    seed: int = field(default=0, metadata=_help("Seed of the adapter's init and the data order."))
+    beta: float = field(default=0.1, metadata=_help("DPO beta (TRL's default; unstated)."))
+    sft_loss_weight: float = field(default=0.0, metadata=_help(
+        "Weight of an NLL term on the chosen answer beside the DPO loss (loss_type "
+        "['sigmoid', 'sft']); 0: sigmoid DPO alone (the default)."))
+    logging_steps: int = field(default=5, metadata=_help(
+        "Log metrics (console, MLflow, the curves) every this many steps; TRL's examples use "
+        "10, 5 still draws the demo's short runs."))
+    save_steps: int = field(default=50, metadata=_help(
+        "Write a resumable checkpoint every this many steps."))
+    save_total_limit: int = field(default=2, metadata=_help("Resumable checkpoints kept."))
+    eval_samples: int = field(default=256, metadata=_help(
+        "After training, evaluate on at most this many training examples (DPO: reward accuracy "
+        "and margin on its own pairs) and as many held-out ones; 0: skip."))
+    sample_max_new_tokens: int = field(default=96, metadata=_help(
+        "Tokens of the answer generated for the first training image after training (recorded "
+        "in the model card); 0: skip."))
+    report_to: str = field(default=MLFLOW, metadata=_help("'mlflow' or 'none'."))
+    mlflow_tracking_uri: str | None = field(default=None, metadata=_help(
+        "MLflow store. Default: $MLFLOW_TRACKING_URI, else an SQLite store in the run "
+        "directory."))
+    mlflow_experiment: str = field(default="cpo_pipeline", metadata=_help(
+        "MLflow experiment name."))
+    run_name: str | None = field(default=None, metadata=_help("MLflow run name."))
+
+    def resolved(self) -> TrainingConfig:
+        """A copy with every recipe-dependent field filled in."""
+        recipe = _RECIPES[(self.recipe, self.stage)]
+        return replace(
+            self,
+            learning_rate=self.learning_rate if self.learning_rate is not None
+            else recipe.learning_rate,
+            num_train_epochs=self.num_train_epochs if self.num_train_epochs is not None
+            else recipe.num_train_epochs,
+            warmup_ratio=self.warmup_ratio if self.warmup_ratio is not None
+            else recipe.warmup_ratio,
+            lora_modules_to_save=self.lora_modules_to_save if self.lora_modules_to_save
+            is not None else recipe.lora_modules_to_save,
+        )
+
+    def basic_errors(self) -> list[str]:
+        """What is wrong with the values on their own, before looking at any file (the paths
+        are the entry point's to check)."""
+        errors = []
+        if self.stage not in STAGES:
+            errors.append(f"stage must be one of {STAGES}, got {self.stage!r}")
+        if self.recipe not in RECIPES:
+            errors.append(f"recipe must be one of {RECIPES}, got {self.recipe!r}")
+        if self.stage == DPO and self.model_name_or_path == TINY_MODEL:
+            errors.append("the dpo stage starts from a trained (SFT) model: set "
+                          "model_name_or_path to its directory")
+        if self.sft_loss_weight < 0:
+            errors.append(f"sft_loss_weight must be >= 0, got {self.sft_loss_weight}")
+        for name in ("per_device_train_batch_size", "gradient_accumulation_steps",
+                     "logging_steps", "save_steps", "lora_r"):
+            if getattr(self, name) < 1:
+                errors.append(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.report_to not in (MLFLOW, "none"):
+            errors.append(f"report_to must be 'mlflow' or 'none', got {self.report_to!r}")
+        return errors
+
+    @property
+    def loss_type(self) -> list[str]:
+        return ["sigmoid", "sft"] if self.sft_loss_weight > 0 else ["sigmoid"]
+
+    @property
+    def loss_weights(self) -> list[float]:
+        return [1.0, self.sft_loss_weight] if self.sft_loss_weight > 0 else [1.0]
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> TrainingConfig:
+        values = json.loads(text)
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown training config field(s) {unknown}")
+        return cls(**values)
+
+    def write(self, path: Path) -> Path:
+        path.write_text(self.to_json())
+        return path
+
+
+# Fields that say where things are or who watches, not what is trained: left out of the run key
+# (the datasets and the starting model enter it by content instead).
+_NOT_IN_RUN_KEY = frozenset({
+    "dataset_dir", "eval_dataset_dir", "output_dir", "dataset_name", "model_name_or_path",
+    "report_to", "mlflow_tracking_uri", "mlflow_experiment", "run_name", "logging_steps",
+    "save_steps", "save_total_limit", "use_cpu", "cpu_threads",
+})
+
+
+def recipe_parameters(config: TrainingConfig) -> dict[str, Any]:
+    """The resolved fields that decide the trained weights: the run key's part of the config."""
+    values = asdict(config.resolved())
+    return {name: value for name, value in values.items() if name not in _NOT_IN_RUN_KEY}

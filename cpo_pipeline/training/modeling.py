@@ -1,0 +1,111 @@
+"""Model and processor: loading them safely, finding the vision tower, and the LoRA adapter.
+
+Imported only by the training process (torch, transformers, peft at module level).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+import torch
+from peft import LoraConfig
+from transformers import AutoModelForImageTextToText, AutoProcessor, PreTrainedModel, ProcessorMixin
+
+from cpo_pipeline.training.config import TrainingConfig
+from cpo_pipeline.training.tiny_model import TinyModelSpec, build_tiny_model
+
+# What vision-language models call their image encoder: LLaVA, Gemma 3, PaliGemma
+# (`vision_tower`), Qwen2/2.5-VL (`visual`), Idefics / SmolVLM (`vision_model`).
+VISION_TOWER_NAMES = ("vision_tower", "visual", "vision_model", "vision_encoder", "image_encoder")
+
+
+def find_vision_tower(model: torch.nn.Module) -> str | None:
+    """The qualified name of the model's image encoder (the outermost module of a known name)."""
+    names = [name for name, _ in model.named_modules()
+             if name.rsplit(".", 1)[-1] in VISION_TOWER_NAMES]
+    return min(names, key=lambda name: name.count(".")) if names else None
+
+
+def linear_module_names(model: torch.nn.Module) -> set[str]:
+    """The last name component of every linear layer (`q_proj`, `fc1`, …)."""
+    return {name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+            if isinstance(module, torch.nn.Linear)}
+
+
+def module_suffixes(model: torch.nn.Module) -> set[str]:
+    return {name.rsplit(".", 1)[-1] for name, _ in model.named_modules() if name}
+
+
+def split_names(value: str | None) -> list[str]:
+    return [name.strip() for name in (value or "").split(",") if name.strip()]
+
+
+def lora_config(config: TrainingConfig, vision_tower: str | None) -> LoraConfig:
+    """The paper's adapter: rank 8, alpha 32, on every linear layer; none in a frozen tower."""
+    targets = config.lora_target_modules
+    exclude = None
+    if config.freeze_vision_tower and vision_tower is not None:
+        exclude = rf"{re.escape(vision_tower)}\..*"
+    return LoraConfig(
+        r=config.lora_r,
+        lora_alpha=config.lora_alpha,
+        lora_dropout=config.lora_dropout,
+        target_modules=targets if targets == "all-linear" else split_names(targets),
+        exclude_modules=exclude,
+        modules_to_save=split_names(config.lora_modules_to_save) or None,
+        task_type="CAUSAL_LM",
+    )
+
+
+def freeze(model: torch.nn.Module, module_name: str) -> int:
+    """Stop gradients into `module_name`; returns how many parameters that froze."""
+    frozen = 0
+    for parameter in model.get_submodule(module_name).parameters():
+        parameter.requires_grad_(False)
+        frozen += parameter.numel()
+    return frozen
+
+
+def resizes_by_pixel_count(image_processor) -> bool:
+    """Whether the image processor caps an image's pixel count (Qwen2/2.5-VL's `max_pixels`,
+    kept since transformers 5 as `size["longest_edge"]`) rather than resizing to a shape."""
+    accepted = getattr(getattr(image_processor, "valid_kwargs", None), "__annotations__", {})
+    return "max_pixels" in accepted
+
+
+def cap_pixels(image_processor, max_pixels: int) -> None:
+    image_processor.size["longest_edge"] = max_pixels
+
+
+def load_processor(path: str | Path, config: TrainingConfig) -> ProcessorMixin:
+    """The model's processor, with the image pixel cap applied where the processor has one."""
+    processor = AutoProcessor.from_pretrained(str(path), trust_remote_code=config.trust_remote_code)
+    image_processor = getattr(processor, "image_processor", None)
+    # A processor without the cap is left alone: preflight refuses the option for it.
+    if config.max_pixels is not None and resizes_by_pixel_count(image_processor):
+        cap_pixels(image_processor, config.max_pixels)
+    return processor
+
+
+def load_model(path: str | Path, config: TrainingConfig) -> PreTrainedModel:
+    """The image-text-to-text model, weights from safetensors only (never a pickle)."""
+    return AutoModelForImageTextToText.from_pretrained(
+        str(path),
+        use_safetensors=True,
+        trust_remote_code=config.trust_remote_code,
+        dtype=torch.bfloat16 if config.bf16 else torch.float32,
+    )
+
+
+def meta_model(model_config, config: TrainingConfig) -> PreTrainedModel:
+    """The model's module tree without weights (meta device): what checks look at for free."""
+    with torch.device("meta"):
+        return AutoModelForImageTextToText.from_config(
+            model_config, trust_remote_code=config.trust_remote_code)
+
+
+def build_tiny(texts: Iterable[str], out_dir: Path, seed: int) -> Path:
+    """The tiny offline model, its tokenizer trained on `texts`, saved into `out_dir`."""
+    return build_tiny_model(texts, TinyModelSpec(seed=seed), out_dir=out_dir)
