@@ -13,17 +13,33 @@ from cpo_pipeline.assets.preference import (
     sft_dataset,
 )
 from cpo_pipeline.assets.source import mimic_cxr_source
+from cpo_pipeline.assets.training import (
+    cpo_model,
+    cpo_no_cot_model,
+    dpo_random_model,
+    sft_model,
+)
 from cpo_pipeline.assets.trajectories import counterfactual_trajectories
 from cpo_pipeline.resources.llm import LLMEndpointResource
 from cpo_pipeline.resources.parquet_io_manager import ParquetIOManager
 from cpo_pipeline.resources.settings import PipelineSettings
 
-# Materializes everything downstream of the raw tree; the schedule below runs it after observing
-# the source, so a changed release (new manifest hash) flows through.
+TRAINING = dg.AssetSelection.groups("training")
+
+# Materializes the datasets downstream of the raw tree; the schedule below runs it after
+# observing the source, so a changed release (new manifest hash) flows through. Training is not
+# part of it: GPU runs start on purpose (the `train_models` job, or a selection), not on a cron.
 dataset_refresh_job = dg.define_asset_job(
     "dataset_refresh",
-    selection=dg.AssetSelection.assets(mimic_cxr_source.key) | dg.AssetSelection.all(),
+    selection=dg.AssetSelection.assets(mimic_cxr_source.key) | dg.AssetSelection.all() - TRAINING,
     description="Observe MIMIC-CXR and re-materialize the dataset assets.",
+)
+
+train_models_job = dg.define_asset_job(
+    "train_models",
+    selection=TRAINING,
+    description="Train sft_model, then cpo_model, dpo_random_model and cpo_no_cot_model from it "
+    "(each skipped when its inputs and config are unchanged).",
 )
 
 dataset_refresh_schedule = dg.ScheduleDefinition(
@@ -40,12 +56,15 @@ settings = PipelineSettings.configure_at_launch()
 
 defs = dg.Definitions(
     assets=[mimic_cxr_source, mimic_cxr_ingestion, concept_graph, counterfactual_trajectories,
-            sft_dataset, preference_pairs, random_negative_pairs, diagnosis_only_pairs],
-    jobs=[dataset_refresh_job],
+            sft_dataset, preference_pairs, random_negative_pairs, diagnosis_only_pairs,
+            sft_model, cpo_model, dpo_random_model, cpo_no_cot_model],
+    jobs=[dataset_refresh_job, train_models_job],
     schedules=[dataset_refresh_schedule],
     resources={
         "settings": settings,
         "io_manager": ParquetIOManager(settings=settings),
         "llm": LLMEndpointResource(),
+        # Launches the training entry point as its own process (torch never loads here).
+        "pipes_subprocess_client": dg.PipesSubprocessClient(),
     },
 )
