@@ -63,12 +63,16 @@ def weighted_means(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
 
 
 def mean_interval(values: np.ndarray, groups: np.ndarray, *, resamples: int = RESAMPLES,
-                  seed: int = 0, confidence: float = CONFIDENCE) -> Interval:
-    """The mean of `values` (NaN rows left out) with its patient-bootstrap interval."""
+                  seed: int = 0, confidence: float = CONFIDENCE,
+                  weights: np.ndarray | None = None) -> Interval:
+    """The mean of `values` (NaN rows left out) with its patient-bootstrap interval (`weights`:
+    resamples already drawn for these rows, to share them between statistics)."""
     values = np.asarray(values, dtype=float)
-    if np.isnan(values).all():
+    if values.size == 0 or np.isnan(values).all():
         return Interval(None, None, None)
-    samples = weighted_means(values, resample_weights(groups, resamples, seed))
+    if weights is None:
+        weights = resample_weights(groups, resamples, seed)
+    samples = weighted_means(values, weights)
     return Interval(float(np.nanmean(values)), *percentile_interval(samples, confidence))
 
 

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from cpo_pipeline.evaluation.bootstrap import RESAMPLES, Interval, mean_interval
+from cpo_pipeline.evaluation.bootstrap import RESAMPLES, mean_interval, resample_weights
 from cpo_pipeline.radiology.answer_format import TrajectoryFormatError, parse_trajectory
 from cpo_pipeline.radiology.chexpert import DISEASES, LABEL_POSITIVE, NO_FINDING
 
@@ -78,10 +78,11 @@ def accuracy_table(predicted: pd.DataFrame, reference: pd.DataFrame, subject_ids
     columns[AVERAGE_ALL] = correct.mean(axis=1)
     columns[EXACT] = correct.all(axis=1).astype(float)
     unparsed = int((~predicted["parsed"]).sum())
+    # One set of resamples for every column, so the averages' intervals match their parts'.
+    weights = resample_weights(groups, resamples, seed) if len(groups) else None
     rows = []
     for name, values in columns.items():
-        interval: Interval = (mean_interval(values, groups, resamples=resamples, seed=seed)
-                              if len(values) else Interval(None, None, None))
+        interval = mean_interval(values, groups, weights=weights)
         rows.append({"label": name, "n": len(values), "accuracy": interval.value,
                      "ci_low": interval.low, "ci_high": interval.high, "unparsed": unparsed})
     return pd.DataFrame(rows)

@@ -16,6 +16,7 @@ import math
 import re
 from collections import Counter
 from collections.abc import Sequence
+from functools import cache
 
 from cpo_pipeline.concepts.mentions import ConceptExtractor, phrase_pattern
 from cpo_pipeline.concepts.ontology import ATTRIBUTE, DISEASE, OBSERVATION, Ontology
@@ -35,10 +36,15 @@ def synonym_pairs(ontology: Ontology) -> list[tuple[str, str, str]]:
     return pairs
 
 
+@cache
+def _term_pattern(term: str) -> re.Pattern[str]:
+    return re.compile(rf"\b{phrase_pattern(term)}(?!\w)", flags=re.IGNORECASE)
+
+
 def swap_synonym(text: str, term: str, synonym: str) -> str | None:
     """`text` with its first whole-word `term` (case-insensitive) said as `synonym`, the rest
     unchanged; None when the term is not in it."""
-    match = re.search(rf"\b{phrase_pattern(term)}(?!\w)", text, flags=re.IGNORECASE)
+    match = _term_pattern(term).search(text)
     if match is None:
         return None
     said = synonym[0].upper() + synonym[1:] if match.group(0)[0].isupper() else synonym

@@ -1,0 +1,112 @@
+"""Evaluation speed (issue 12): the metric computation for 10,000 generated reports.
+
+Writes 10,000 reference findings with the demo report writer (labels sampled at MIMIC-CXR's
+prevalences) and, as the "generated" side, a report the writer gives for labels that differ in
+one finding a third of the time and an unparsable answer 2% of the time; 2,500 patients. Then
+times, in this process:
+
+- baseline: the irreducible part, the rule-based labeller over both texts and the COCO scorers
+  (BLEU-1..4, ROUGE-L, CIDEr; METEOR with Java) once, no intervals;
+- pipeline: every metric of the evaluation report: answer parsing, per-disease accuracy with
+  1,000 patient-bootstrap resamples, clinical efficacy with its intervals, the NLG scores, the
+  attribute-mention divergence, and synonym-swap variants of every thinking text.
+
+    .venv/bin/python benchmarks/bench_evaluation.py [--reports 10000] [--no-meteor]
+
+Generation tokens/s needs trained models; the model-evaluation asset reports it (issue 12).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import pandas as pd
+
+
+def _corpus(reports: int, seed: int):
+    from cpo_pipeline.demo.reports import sample_labels, write_findings
+    from cpo_pipeline.radiology.answer_format import format_trajectory, positive_diseases
+    from cpo_pipeline.radiology.chexpert import DISEASES, LABEL_POSITIVE
+    from cpo_pipeline.radiology.labeller import no_finding
+
+    rng = np.random.default_rng(seed)
+    references, generated, labels = [], [], []
+    for _ in range(reports):
+        truth = sample_labels(rng)
+        reference = write_findings(truth, rng)
+        said = dict(truth)
+        if rng.random() < 1 / 3:  # one finding wrong: added or dropped
+            flipped = DISEASES[int(rng.integers(len(DISEASES)))]
+            said[flipped] = None if said[flipped] == LABEL_POSITIVE else LABEL_POSITIVE
+            said["No Finding"] = no_finding(said)
+        findings = write_findings(said, rng)
+        answer = ("I cannot tell." if rng.random() < 0.02 else
+                  format_trajectory(findings, positive_diseases(said)))
+        references.append(reference)
+        generated.append(answer)
+        labels.append(truth)
+    subjects = rng.integers(0, reports // 4, size=reports)
+    return references, generated, pd.DataFrame(labels), subjects
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--reports", type=int, default=10_000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-meteor", action="store_true", help="Skip METEOR (Java start-up).")
+    args = parser.parse_args()
+
+    from cpo_pipeline.concepts.mentions import ConceptExtractor
+    from cpo_pipeline.concepts.ontology import load_ontology
+    from cpo_pipeline.evaluation.classification import (
+        accuracy_table,
+        parse_answers,
+        reference_answers,
+    )
+    from cpo_pipeline.evaluation.clinical import efficacy_table, present_labels
+    from cpo_pipeline.evaluation.drift import attribute_divergence, swapped_variants, synonym_pairs
+    from cpo_pipeline.evaluation.nlg import nlg_scores
+
+    started = time.perf_counter()
+    references, generated, labels, subjects = _corpus(args.reports, args.seed)
+    print(f"{args.reports:,} reference and generated reports, {len(set(subjects)):,} patients, "
+          f"written in {time.perf_counter() - started:.1f} s")
+    meteor = not args.no_meteor
+
+    started = time.perf_counter()
+    present_labels(references), present_labels(generated)
+    bare_nlg = nlg_scores(generated, references, meteor=meteor)
+    baseline = time.perf_counter() - started
+
+    started = time.perf_counter()
+    ontology = load_ontology()
+    extractor = ConceptExtractor(ontology)
+    answers = parse_answers(generated)
+    accuracy = accuracy_table(answers, reference_answers(labels), subjects)
+    thinking = answers["findings"].fillna("").tolist()
+    efficacy = efficacy_table(thinking, references, subjects)
+    scores = nlg_scores(thinking, references, meteor=meteor)
+    divergence = attribute_divergence(thinking, references, extractor, ontology)
+    pairs = synonym_pairs(ontology)
+    swaps = sum(len(swapped_variants(text, pairs)) for text in thinking)
+    pipeline = time.perf_counter() - started
+
+    print(f"\n{'':<58}{'wall s':>8}")
+    print(f"{'baseline: labeller on both texts + COCO scorers, once':<58}{baseline:>8.1f}")
+    print(f"{'pipeline: every metric with 1,000-resample intervals':<58}{pipeline:>8.1f}")
+    print(f"ratio pipeline / baseline: {pipeline / baseline:.2f}x")
+    average = accuracy.set_index("label").loc["average (five)"]
+    micro = efficacy.set_index("label").loc["micro (14)"]
+    print(f"\naverage accuracy (five) {average['accuracy']:.3f} "
+          f"[{average['ci_low']:.3f}, {average['ci_high']:.3f}], unparsed {average['unparsed']}; "
+          f"micro F1 (14) {micro['f1']:.3f} [{micro['f1_ci_low']:.3f}, {micro['f1_ci_high']:.3f}]")
+    print("NLG: " + ", ".join(f"{name} {value:.3f}" for name, value in scores.scores.items())
+          + (f" ({'; '.join(scores.notes)})" if scores.notes else ""))
+    print(f"attribute-mention JSD {divergence:.4f}; {swaps:,} synonym-swap variants; "
+          f"baseline NLG BLEU-4 {bare_nlg.scores['BLEU-4']:.3f}")
+
+
+if __name__ == "__main__":
+    main()
