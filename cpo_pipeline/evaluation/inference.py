@@ -102,3 +102,14 @@ def continuation_logprobs(model: Any, processor: Any, example: dict, prefix: str
     positions = torch.arange(targets.shape[1], device=logprobs.device)
     scored = (positions >= len(head_ids) - 1) & mask[:, 1:].bool().to(logprobs.device)
     return [float(value) for value in (token_logprobs * scored).sum(dim=1)]
+
+
+def answer_line_scores(model: Any, processor: Any, example: dict, findings: str,
+                       labels: Sequence[str]) -> dict[str, float]:
+    """Per label, the model's log-likelihood of the answer line naming it alone ("The disease
+    of this patient is X."), teacher-forced after `findings` as its thinking: the score a
+    generative model gives each label, behind the per-label ROC AUCs."""
+    prefix = f"<think> {' '.join(findings.split())} </think>"
+    lines = [f" The disease of this patient is {label}." for label in labels]
+    return dict(zip(labels, continuation_logprobs(model, processor, example, prefix, lines),
+                    strict=True))

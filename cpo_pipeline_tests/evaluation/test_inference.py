@@ -71,3 +71,16 @@ def test_continuation_logprobs_are_the_sum_of_the_continuation_token_logprobs(ti
     assert scores[0] == pytest.approx(by_hand, rel=1e-4, abs=1e-3)
     assert all(np.isfinite(scores)) and all(score < 0 for score in scores)
     assert scores[0] != pytest.approx(scores[1])
+
+
+def test_every_answer_label_gets_a_likelihood_score_after_the_thinking(tiny, tmp_path):
+    from cpo_pipeline.evaluation.classification import ANSWER_LABELS
+    from cpo_pipeline.evaluation.inference import answer_line_scores
+
+    model, processor = tiny
+    scores = answer_line_scores(model, processor, example(tmp_path, 1),
+                                "Small left pleural effusion.", ANSWER_LABELS)
+
+    assert list(scores) == list(ANSWER_LABELS)
+    assert all(np.isfinite(value) and value < 0 for value in scores.values())
+    assert len({round(value, 4) for value in scores.values()}) > 1
