@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from cpo_pipeline.evaluation.inference import (
     _image,
@@ -11,31 +10,7 @@ from cpo_pipeline.evaluation.inference import (
     generate,
     prompt_text,
 )
-from cpo_pipeline.preference.prompt import DEFAULT_REQUEST
-from cpo_pipeline.radiology.answer_format import format_trajectory
-from cpo_pipeline.training.tiny_model import build_tiny_model
-
-ANSWERS = [format_trajectory("Small left pleural effusion.", ["Pleural Effusion"]),
-           format_trajectory("The lungs are clear.", ["No Finding"])]
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    from transformers import AutoModelForImageTextToText, AutoProcessor
-
-    folder = tmp_path_factory.mktemp("tiny")
-    build_tiny_model([DEFAULT_REQUEST, *ANSWERS] * 20, out_dir=folder / "model")
-    return (AutoModelForImageTextToText.from_pretrained(folder / "model"),
-            AutoProcessor.from_pretrained(folder / "model"))
-
-
-def example(tmp_path, seed):
-    path = tmp_path / f"{seed}.png"
-    pixels = np.random.default_rng(seed).integers(0, 256, size=(40, 36), dtype=np.uint8)
-    Image.fromarray(pixels, mode="L").save(path)
-    return {"messages": [{"role": "user", "content": DEFAULT_REQUEST},
-                         {"role": "assistant", "content": ANSWERS[seed % 2]}],
-            "images": [str(path)]}
+from cpo_pipeline_tests.evaluation.conftest import example
 
 
 def test_batched_greedy_answers_equal_one_at_a_time(tiny, tmp_path):

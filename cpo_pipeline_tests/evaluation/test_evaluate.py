@@ -1,0 +1,35 @@
+"""A whole model evaluation on the tiny offline model: answers, scores, probes, rewards."""
+
+from cpo_pipeline.concepts.ontology import load_ontology
+from cpo_pipeline.evaluation.classification import ANSWER_LABELS
+from cpo_pipeline.evaluation.drift import synonym_pairs
+from cpo_pipeline.evaluation.evaluate import EvaluationOptions, evaluate_model
+from cpo_pipeline.radiology.answer_format import format_trajectory
+from cpo_pipeline_tests.evaluation.conftest import ANSWERS, example
+
+
+def pair(folder, seed):
+    row = example(folder, seed)
+    return {"prompt": row["messages"][:1], "images": row["images"], "pair_id": f"p{seed}",
+            "study_id": row["study_id"], "subject_id": row["subject_id"],
+            "chosen": [{"role": "assistant", "content": ANSWERS[0]}],
+            "rejected": [{"role": "assistant", "content": format_trajectory(
+                "Small left pneumothorax.", ["Pneumothorax"])}]}
+
+
+def test_a_model_evaluation_fills_every_table(tiny_dir, tmp_path):
+    test = [example(tmp_path, seed) for seed in range(3)]
+    pairs = [pair(tmp_path, seed) for seed in range(2)]
+
+    result = evaluate_model(tiny_dir, test, pairs=pairs, reference_dir=tiny_dir,
+                            synonym_pairs=synonym_pairs(load_ontology()),
+                            options=EvaluationOptions(max_new_tokens=16, batch_size=2))
+
+    assert list(result.answers["study_id"]) == [100, 101, 102]
+    assert set(ANSWER_LABELS) <= set(result.scores.columns) and len(result.scores) == 3
+    assert (result.scores[list(ANSWER_LABELS)] < 0).all().all()
+    # Against itself as the reference, a model's reward margin is exactly zero.
+    assert (result.pairs["reward_margin"].abs() < 1e-6).all()
+    assert (result.pairs["logp_chosen"] == result.pairs["ref_logp_chosen"]).all()
+    assert set(result.pairs["chosen_led_to"]) <= set(ANSWER_LABELS)
+    assert list(result.pairs["rejected_states"]) == ["Pneumothorax", "Pneumothorax"]
