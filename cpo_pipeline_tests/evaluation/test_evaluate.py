@@ -33,3 +33,35 @@ def test_a_model_evaluation_fills_every_table(tiny_dir, tmp_path):
     assert (result.pairs["logp_chosen"] == result.pairs["ref_logp_chosen"]).all()
     assert set(result.pairs["chosen_led_to"]) <= set(ANSWER_LABELS)
     assert list(result.pairs["rejected_states"]) == ["Pneumothorax", "Pneumothorax"]
+
+
+def test_the_report_puts_ours_beside_the_paper_s_in_every_section(tiny_dir, tmp_path):
+    import pandas as pd
+
+    from cpo_pipeline.concepts.mentions import ConceptExtractor
+    from cpo_pipeline.evaluation.report import model_figures, report_markdown
+    from cpo_pipeline.radiology.chexpert import CHEXPERT_LABELS
+
+    ontology = load_ontology()
+    test = [example(tmp_path, seed) for seed in range(4)]
+    evaluation = evaluate_model(tiny_dir, test, pairs=[pair(tmp_path, 0)],
+                                reference_dir=tiny_dir, synonym_pairs=synonym_pairs(ontology),
+                                options=EvaluationOptions(max_new_tokens=12))
+    labels = pd.DataFrame([dict.fromkeys(CHEXPERT_LABELS) | (
+        {"Pleural Effusion": 1.0} if seed % 2 == 0 else {"No Finding": 1.0})
+        for seed in range(4)])
+    findings = ["Small left pleural effusion.", "The lungs are clear."] * 2
+
+    figures = model_figures(evaluation, labels, findings, ontology, ConceptExtractor(ontology),
+                            resamples=50, meteor=False)
+    report = report_markdown({"cpo_model": figures}, studies=4, patients=2)
+
+    accuracy = figures.accuracy.set_index("label")
+    # An untrained tiny model's answers rarely parse; unparsed answers count as wrong.
+    unparsed = int(accuracy["unparsed"].iloc[0])
+    assert accuracy.loc["Pneumothorax", "accuracy"] == (4 - unparsed) / 4
+    assert figures.probes["reward accuracy"] == 0.0  # a margin of exactly 0 is not a win
+    for section in ("## Disease classification", "## Per-label ROC AUC",
+                    "## Clinical efficacy", "## Findings text", "## Preference and drift"):
+        assert section in report
+    assert "| cpo_model (paper, real data) | 77.7 | 72.7 | 87.4 | 95.8 | 75.3 | 81.8 | - |" in report
