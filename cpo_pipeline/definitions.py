@@ -5,6 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from cpo_pipeline.assets.concepts import concept_graph
+from cpo_pipeline.assets.evaluation import model_evaluation
 from cpo_pipeline.assets.ingestion import mimic_cxr_ingestion
 from cpo_pipeline.assets.preference import (
     diagnosis_only_pairs,
@@ -25,21 +26,23 @@ from cpo_pipeline.resources.parquet_io_manager import ParquetIOManager
 from cpo_pipeline.resources.settings import PipelineSettings
 
 TRAINING = dg.AssetSelection.groups("training")
+EVALUATION = dg.AssetSelection.groups("evaluation")
 
 # Materializes the datasets downstream of the raw tree; the schedule below runs it after
 # observing the source, so a changed release (new manifest hash) flows through. Training is not
 # part of it: GPU runs start on purpose (the `train_models` job, or a selection), not on a cron.
 dataset_refresh_job = dg.define_asset_job(
     "dataset_refresh",
-    selection=dg.AssetSelection.assets(mimic_cxr_source.key) | dg.AssetSelection.all() - TRAINING,
+    selection=(dg.AssetSelection.assets(mimic_cxr_source.key)
+               | dg.AssetSelection.all() - TRAINING - EVALUATION),
     description="Observe MIMIC-CXR and re-materialize the dataset assets.",
 )
 
 train_models_job = dg.define_asset_job(
     "train_models",
-    selection=TRAINING,
-    description="Train sft_model, then cpo_model, dpo_random_model and cpo_no_cot_model from it "
-    "(each skipped when its inputs and config are unchanged).",
+    selection=TRAINING | EVALUATION,
+    description="Train sft_model, then cpo_model, dpo_random_model and cpo_no_cot_model from it, "
+    "then evaluate them side by side (each skipped when its inputs and config are unchanged).",
 )
 
 dataset_refresh_schedule = dg.ScheduleDefinition(
@@ -57,7 +60,7 @@ settings = PipelineSettings.configure_at_launch()
 defs = dg.Definitions(
     assets=[mimic_cxr_source, mimic_cxr_ingestion, concept_graph, counterfactual_trajectories,
             sft_dataset, preference_pairs, random_negative_pairs, diagnosis_only_pairs,
-            sft_model, cpo_model, dpo_random_model, cpo_no_cot_model],
+            sft_model, cpo_model, dpo_random_model, cpo_no_cot_model, model_evaluation],
     jobs=[dataset_refresh_job, train_models_job],
     schedules=[dataset_refresh_schedule],
     resources={

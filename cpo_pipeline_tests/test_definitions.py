@@ -34,8 +34,11 @@ EXPECTED_GRAPH = {
     "cpo_model": ["preference_pairs", "sft_model"],
     "dpo_random_model": ["random_negative_pairs", "sft_model"],
     "cpo_no_cot_model": ["diagnosis_only_pairs", "sft_model"],
+    "model_evaluation": ["cpo_model", "cpo_no_cot_model", "cxr_studies", "dpo_random_model",
+                         "preference_pairs", "sft_dataset", "sft_model"],
 }
-TRAINING_ASSETS = {"sft_model", "cpo_model", "dpo_random_model", "cpo_no_cot_model"}
+TRAINING_ASSETS = {"sft_model", "cpo_model", "dpo_random_model", "cpo_no_cot_model",
+                   "model_evaluation"}
 
 # Every gate sits on the table the next stage reads, so selecting that table runs its gates.
 EXPECTED_CHECKS = {
@@ -54,6 +57,7 @@ EXPECTED_CHECKS = {
                               "no_patient_in_two_splits", "no_test_study_in_training_set"],
     "diagnosis_only_pairs": ["chosen_differs_from_rejected", "images_exist_and_match_sha256",
                              "no_patient_in_two_splits", "no_test_study_in_training_set"],
+    "model_evaluation": ["evaluation_sees_no_training_data"],
 }
 # Every gate blocks: what fails it never reaches the next stage.
 WARNING_CHECKS: set[str] = set()

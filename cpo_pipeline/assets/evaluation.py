@@ -12,7 +12,6 @@ so a re-run with unchanged models and config reuses the last report. torch is im
 when the asset runs, never when the code server loads this module.
 """
 
-from __future__ import annotations
 
 import json
 from pathlib import Path
@@ -41,8 +40,9 @@ class EvaluationConfig(dg.Config):
         default_factory=lambda: list(MODELS),
         description="Which model assets to evaluate (those not materialized are skipped and "
         "named in the report).")
-    study_ids: list[int] | None = Field(
-        default=None, description="Evaluate only these test studies (e.g. MS-CXR-T's).")
+    study_ids: list[int] = Field(
+        default_factory=list,
+        description="Evaluate only these test studies (e.g. MS-CXR-T's); empty: all of them.")
     max_new_tokens: int = Field(default=160, description="Greedy generation length.")
     batch_size: int = Field(default=8, description="Studies per generation batch.")
     beta: float = Field(default=0.1, description="DPO beta of the reported preference reward.")
@@ -90,7 +90,7 @@ def model_evaluation(context: dg.AssetExecutionContext, config: EvaluationConfig
                      settings: PipelineSettings, cxr_studies: pd.DataFrame):
     data_root = settings.data_root_path()
     test = _rows(dataset_dir(data_root, "sft_dataset") / "test")
-    if config.study_ids is not None:
+    if config.study_ids:
         wanted = set(config.study_ids)
         test = [row for row in test if row["study_id"] in wanted]
     if not test:

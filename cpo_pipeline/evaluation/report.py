@@ -160,11 +160,14 @@ def report_markdown(figures: Mapping[str, ModelFigures], *, studies: int, patien
               + " | ".join(figures) + " |", "|---|" + "---|" * len(figures)]
     for probe in probes:
         lines.append(f"| {probe} | " + " | ".join(
-            _format_probe(figure.probes.get(probe)) for figure in figures.values()) + " |")
+            _format_probe(figure.probes.get(probe), probe) for figure in figures.values()) + " |")
     return "\n".join(lines) + "\n"
 
 
-def _format_probe(value: float | None) -> str:
+_COUNTS = ("synonym swaps", "held-out pairs")
+
+
+def _format_probe(value: float | None, probe: str = "") -> str:
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return "n/a"
-    return f"{value:.0f}" if float(value).is_integer() and abs(value) >= 1 else f"{value:.3f}"
+    return f"{value:.0f}" if probe in _COUNTS else f"{value:.3f}"

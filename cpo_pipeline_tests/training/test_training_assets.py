@@ -223,3 +223,37 @@ def test_the_qwen2_5_vl_7b_recipe_is_valid_run_config_with_the_papers_settings()
     assert cpo["per_device_train_batch_size"] * cpo["gradient_accumulation_steps"] * cpo[
         "num_processes"] == 64
     assert set(recipe["ops"]) == set(MODELS)
+
+
+def test_the_evaluation_report_puts_every_model_side_by_side_and_is_reused(trained):
+    data_root, _ = trained
+    config = {"ops": {"model_evaluation": {"config": {"resamples": 100, "max_new_tokens": 96,
+                                                      "meteor": False}}}}
+
+    def evaluate():
+        return dg.materialize(
+            [defs.get_assets_def(name) for name in (*ASSETS, *MODELS, "model_evaluation")],
+            resources={**rooted_resources(data_root),
+                       "pipes_subprocess_client": dg.PipesSubprocessClient()},
+            selection=["model_evaluation"], run_config=config)
+
+    first = evaluate()
+    [materialization] = [m.materialization for m in first.get_asset_materialization_events()]
+    [check] = first.get_asset_check_evaluations()
+    report = materialization.metadata["report"].value
+
+    assert first.success and check.passed and check.check_name == "evaluation_sees_no_training_data"
+    for name in MODELS:
+        assert f"| {name} (ours) |" in report
+        assert 0.0 <= _value(materialization, f"{name}/average_accuracy_five") <= 1.0
+    assert "| cpo_model (paper, real data) | 77.7 |" in report
+    for section in ("## Per-label ROC AUC", "## Clinical efficacy", "## Findings text",
+                    "## Preference and drift probes"):
+        assert section in report
+    assert "reward accuracy" in report and "flip rate after a synonym swap" in report
+    generations = Path(_value(materialization, "generations"))
+    assert generations.is_file()
+    second = evaluate()
+    [again] = [m.materialization for m in second.get_asset_materialization_events()]
+    assert _value(again, "reused") is True
+    assert again.tags["dagster/data_version"] == materialization.tags["dagster/data_version"]
