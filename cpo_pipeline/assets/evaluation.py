@@ -27,6 +27,7 @@ from cpo_pipeline.radiology.chexpert import CHEXPERT_LABELS
 from cpo_pipeline.resources.settings import PipelineSettings
 from cpo_pipeline.storage import atomic_target, content_hash
 from cpo_pipeline.training import layout
+from cpo_pipeline.training.config import TINY_MODEL
 
 EVALUATION_VERSION = "1"
 MODELS = ("sft_model", "cpo_model", "dpo_random_model", "cpo_no_cot_model")
@@ -43,6 +44,12 @@ class EvaluationConfig(dg.Config):
     study_ids: list[int] = Field(
         default_factory=list,
         description="Evaluate only these test studies (e.g. MS-CXR-T's); empty: all of them.")
+    dicom_ids: list[str] = Field(
+        default_factory=list,
+        description="Evaluate only the test studies of these images; empty: all of them.")
+    include_base: bool = Field(
+        default=False,
+        description="Also evaluate the untuned model sft_model started from, as 'base_model'.")
     max_new_tokens: int = Field(default=160, description="Greedy generation length.")
     batch_size: int = Field(default=8, description="Studies per generation batch.")
     beta: float = Field(default=0.1, description="DPO beta of the reported preference reward.")
@@ -93,6 +100,9 @@ def model_evaluation(context: dg.AssetExecutionContext, config: EvaluationConfig
     if config.study_ids:
         wanted = set(config.study_ids)
         test = [row for row in test if row["study_id"] in wanted]
+    if config.dicom_ids:
+        images = set(config.dicom_ids)
+        test = [row for row in test if row["dicom_id"] in images]
     if not test:
         raise dg.Failure(description="no test studies to evaluate: materialize sft_dataset "
                          "(its test split) first, or check `study_ids`")
@@ -112,8 +122,14 @@ def model_evaluation(context: dg.AssetExecutionContext, config: EvaluationConfig
     for name in config.models:
         current = layout.read_current(data_root, name)
         if current is not None:
-            models[name] = current
+            models[name] = (layout.model_dir(current[0]), current[1])
     skipped = [name for name in config.models if name not in models]
+    if config.include_base:
+        base = _base_model(data_root)
+        if base is None:
+            skipped.append("base_model")
+        else:
+            models = {"base_model": base, **models}
     key = content_hash([EVALUATION_VERSION, config.model_dump(),
                         {name: version for name, (_, version) in models.items()},
                         [row["study_id"] for row in test]])
@@ -145,13 +161,11 @@ def _evaluate(context, config: EvaluationConfig, data_root: Path, test: list[dic
     options = EvaluationOptions(max_new_tokens=config.max_new_tokens,
                                 batch_size=config.batch_size, beta=config.beta)
     figures, answers = {}, []
-    for name, (run, _) in models.items():
+    for name, (model_dir, _) in models.items():
         reference = models.get(_REFERENCE.get(name, ""), (None, None))[0]
         context.log.info(f"evaluating {name} on {len(test)} studies and {len(held_out)} pairs")
-        evaluation = evaluate_model(
-            layout.model_dir(run), test, pairs=held_out,
-            reference_dir=layout.model_dir(reference) if reference is not None else None,
-            synonym_pairs=synonym_pairs(ontology), options=options)
+        evaluation = evaluate_model(model_dir, test, pairs=held_out, reference_dir=reference,
+                                    synonym_pairs=synonym_pairs(ontology), options=options)
         figures[name] = model_figures(evaluation, labels, findings, ontology, extractor,
                                       resamples=config.resamples, seed=config.seed,
                                       meteor=config.meteor)
@@ -175,6 +189,19 @@ def _evaluate(context, config: EvaluationConfig, data_root: Path, test: list[dic
                                        notes=notes))
 
 
+def _base_model(data_root: Path) -> tuple[Path | str, str] | None:
+    """The model sft_model started from (its directory, or a hub id / path) and an identity,
+    None when sft_model has not materialized."""
+    current = layout.read_current(data_root, "sft_model")
+    summary = layout.read_summary(current[0]) if current is not None else None
+    if summary is None:
+        return None
+    base = summary["base_model"]
+    if base == TINY_MODEL:  # built offline inside the run, next to the model
+        return current[0] / "base_model", f"tiny-base:{current[1]}"
+    return base, f"base:{base}"
+
+
 def _result(folder: Path, key: str, skipped: list[str], *, reused: bool,
             check: dg.AssetCheckResult) -> dg.MaterializeResult:
     report = (folder / "report.md").read_text()
@@ -190,5 +217,6 @@ def _result(folder: Path, key: str, skipped: list[str], *, reused: bool,
     for name, figures in summary.items():
         average = next(row for row in figures["accuracy"] if row["label"] == "average (five)")
         metadata[f"{name}/average_accuracy_five"] = average["accuracy"]
+        metadata[f"{name}/generation_tokens_per_s"] = figures["probes"].get("generation tokens/s")
     return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(key),
                                 check_results=[check])

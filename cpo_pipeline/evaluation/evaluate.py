@@ -12,6 +12,7 @@ factual and counterfactual thinking alike, so a flip is the model's and not the 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +47,8 @@ class ModelEvaluation:
     scores: pd.DataFrame
     swaps: pd.DataFrame
     pairs: pd.DataFrame
+    generated_tokens: int = 0
+    generation_seconds: float = 0.0
 
 
 def _load(path: Path):
@@ -69,11 +72,13 @@ def _led_to(model, processor, example: dict, findings: str) -> str:
     return max(scores, key=scores.get)
 
 
-def evaluate_model(model_dir: Path, test: Sequence[dict], *, pairs: Sequence[dict] = (),
-                   reference_dir: Path | None = None, synonym_pairs: Sequence = (),
+def evaluate_model(model_dir: Path | str, test: Sequence[dict], *, pairs: Sequence[dict] = (),
+                   reference_dir: Path | str | None = None, synonym_pairs: Sequence = (),
                    options: EvaluationOptions = EvaluationOptions()) -> ModelEvaluation:
     """Run the model in `model_dir` over `test` (rows of the exported SFT split: messages,
-    images, study_id, subject_id) and `pairs` (rows of a held-out preference split)."""
+    images, study_id, subject_id) and `pairs` (rows of a held-out preference split). The
+    synonym-swap probe edits the radiologists' findings of each test study (its factual
+    answer), the same inputs for every model, so flip rates compare across models."""
     from cpo_pipeline.evaluation.inference import (
         answer_line_scores,
         continuation_logprobs,
@@ -81,8 +86,12 @@ def evaluate_model(model_dir: Path, test: Sequence[dict], *, pairs: Sequence[dic
     )
 
     model, processor = _load(model_dir)
+    started = time.perf_counter()
     texts = generate(model, processor, list(test), max_new_tokens=options.max_new_tokens,
                      batch_size=options.batch_size)
+    seconds = time.perf_counter() - started
+    tokens = sum(len(processor.tokenizer(text, add_special_tokens=False)["input_ids"])
+                 for text in texts)
     parsed = parse_answers(texts)
     ids = pd.DataFrame({"study_id": [row["study_id"] for row in test],
                         "subject_id": [row["subject_id"] for row in test]})
@@ -93,9 +102,10 @@ def evaluate_model(model_dir: Path, test: Sequence[dict], *, pairs: Sequence[dic
         # An unparsed answer is scored after an empty thinking: what the model says unprompted.
         scores = answer_line_scores(model, processor, row, findings or "", ANSWER_LABELS)
         score_rows.append({"study_id": row["study_id"], **scores})
-        for term, synonym, swapped in swapped_variants(findings or "", synonym_pairs, limit=1):
+        radiologists = _thinking(row["messages"][-1]["content"]) or ""
+        for term, synonym, swapped in swapped_variants(radiologists, synonym_pairs, limit=1):
             swap_rows.append({"study_id": row["study_id"], "term": term, "synonym": synonym,
-                              "before": max(scores, key=scores.get),
+                              "before": _led_to(model, processor, row, radiologists),
                               "after": _led_to(model, processor, row, swapped)})
 
     pair_rows = []
@@ -116,4 +126,4 @@ def evaluate_model(model_dir: Path, test: Sequence[dict], *, pairs: Sequence[dic
                           "logp_rejected": logp[1], "ref_logp_chosen": ref[0],
                           "ref_logp_rejected": ref[1], "reward_margin": margin, **facts})
     return ModelEvaluation(answers, pd.DataFrame(score_rows), pd.DataFrame(swap_rows),
-                           pd.DataFrame(pair_rows))
+                           pd.DataFrame(pair_rows), tokens, seconds)

@@ -79,6 +79,8 @@ def model_figures(evaluation: ModelEvaluation, reference_labels: pd.DataFrame,
     swaps, pairs = evaluation.swaps, evaluation.pairs
     probes: dict[str, float | None] = {
         "synonym swaps": float(len(swaps)),
+        "generation tokens/s": (evaluation.generated_tokens / evaluation.generation_seconds
+                                if evaluation.generation_seconds else None),
         "flip rate after a synonym swap": flip_rate(
             [(x,) for x in swaps.get("before", [])], [(x,) for x in swaps.get("after", [])]),
         "attribute-mention JSD to the radiologists": attribute_divergence(
@@ -156,7 +158,13 @@ def report_markdown(figures: Mapping[str, ModelFigures], *, studies: int, patien
     for name, figure in figures.items():
         lines += [f"- {name}: {note}" for note in figure.nlg_notes]
     probes = sorted({key for figure in figures.values() for key in figure.probes})
-    lines += ["", "## Preference and drift probes", "", "| probe | "
+    lines += ["", "## Preference and drift probes", "",
+              ("Synonym swaps edit the radiologists' findings of each test study (the same inputs "
+              "for every model); the answer a thinking leads to is the answer line of highest "
+              "likelihood after it. The JSD is n/a for a model whose reasoning mentions no "
+              "attribute of the graph. A reward is beta x (log p(chosen) - log p(rejected)) "
+              "less the same under the model's reference (sft_model for the DPO models; the "
+              "base and SFT models have none)."), "", "| probe | "
               + " | ".join(figures) + " |", "|---|" + "---|" * len(figures)]
     for probe in probes:
         lines.append(f"| {probe} | " + " | ".join(
@@ -164,7 +172,7 @@ def report_markdown(figures: Mapping[str, ModelFigures], *, studies: int, patien
     return "\n".join(lines) + "\n"
 
 
-_COUNTS = ("synonym swaps", "held-out pairs")
+_COUNTS = ("synonym swaps", "held-out pairs", "generation tokens/s")
 
 
 def _format_probe(value: float | None, probe: str = "") -> str:

@@ -228,7 +228,7 @@ def test_the_qwen2_5_vl_7b_recipe_is_valid_run_config_with_the_papers_settings()
 def test_the_evaluation_report_puts_every_model_side_by_side_and_is_reused(trained):
     data_root, _ = trained
     config = {"ops": {"model_evaluation": {"config": {"resamples": 100, "max_new_tokens": 96,
-                                                      "meteor": False}}}}
+                                                      "meteor": False, "include_base": True}}}}
 
     def evaluate():
         return dg.materialize(
@@ -243,9 +243,16 @@ def test_the_evaluation_report_puts_every_model_side_by_side_and_is_reused(train
     report = materialization.metadata["report"].value
 
     assert first.success and check.passed and check.check_name == "evaluation_sees_no_training_data"
-    for name in MODELS:
+    for name in ("base_model", *MODELS):
         assert f"| {name} (ours) |" in report
         assert 0.0 <= _value(materialization, f"{name}/average_accuracy_five") <= 1.0
+        assert _value(materialization, f"{name}/generation_tokens_per_s") > 0
+    # The swap probe edits the radiologists' findings: every model meets the same swaps.
+    probes = {line.split(" | ")[0].lstrip("| "): line.split(" | ")[1:]
+              for line in report.splitlines()
+              if line.startswith(("| synonym swaps", "| flip rate"))}
+    assert int(probes["synonym swaps"][0]) > 0
+    assert all(cell.strip(" |") != "n/a" for cell in probes["flip rate after a synonym swap"])
     assert "| cpo_model (paper, real data) | 77.7 |" in report
     for section in ("## Per-label ROC AUC", "## Clinical efficacy", "## Findings text",
                     "## Preference and drift probes"):
