@@ -13,7 +13,9 @@ times, in this process:
 
     .venv/bin/python benchmarks/bench_evaluation.py [--reports 10000] [--no-meteor]
 
-Generation tokens/s needs trained models; the model-evaluation asset reports it (issue 12).
+Then generation on the tiny offline model (its tokenizer trained on these reports): tokens/s of
+`evaluation.inference.generate` (batched, left-padded, greedy) beside the same examples
+generated one at a time. The model-evaluation asset reports the same figure per trained model.
 """
 
 from __future__ import annotations
@@ -51,11 +53,51 @@ def _corpus(reports: int, seed: int):
     return references, generated, pd.DataFrame(labels), subjects
 
 
+def _generation(references: list[str], examples: int, max_new_tokens: int) -> None:
+    import tempfile
+    from pathlib import Path
+
+    from PIL import Image
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from cpo_pipeline.evaluation.inference import generate
+    from cpo_pipeline.preference.prompt import DEFAULT_REQUEST
+    from cpo_pipeline.training.tiny_model import build_tiny_model
+
+    with tempfile.TemporaryDirectory() as folder:
+        model_dir = build_tiny_model([DEFAULT_REQUEST, *references[:2000]],
+                                     out_dir=Path(folder) / "model")
+        model = AutoModelForImageTextToText.from_pretrained(model_dir)
+        processor = AutoProcessor.from_pretrained(model_dir)
+        rows = []
+        for i in range(examples):
+            path = Path(folder) / f"{i}.png"
+            pixels = np.random.default_rng(i).integers(0, 256, size=(64, 56), dtype=np.uint8)
+            Image.fromarray(pixels, mode="L").save(path)
+            rows.append({"messages": [{"role": "user", "content": DEFAULT_REQUEST},
+                                      {"role": "assistant", "content": ""}],
+                         "images": [str(path)]})
+        figures = {}
+        for name, batch in (("one at a time", 1), ("batched (8)", 8)):
+            started = time.perf_counter()
+            texts = generate(model, processor, rows, max_new_tokens=max_new_tokens,
+                             batch_size=batch)
+            seconds = time.perf_counter() - started
+            tokens = sum(len(processor.tokenizer(t, add_special_tokens=False)["input_ids"])
+                         for t in texts)
+            figures[name] = tokens / seconds
+            print(f"generation, {name:<14} {tokens:>7,} tokens in {seconds:6.1f} s: "
+                  f"{tokens / seconds:8.0f} tokens/s")
+        print(f"batched / one at a time: {figures['batched (8)'] / figures['one at a time']:.2f}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reports", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-meteor", action="store_true", help="Skip METEOR (Java start-up).")
+    parser.add_argument("--generate", type=int, default=64,
+                        help="Examples the tiny model answers for the generation figure (0: none).")
     args = parser.parse_args()
 
     from cpo_pipeline.concepts.mentions import ConceptExtractor
@@ -106,6 +148,9 @@ def main() -> None:
           + (f" ({'; '.join(scores.notes)})" if scores.notes else ""))
     print(f"attribute-mention JSD {divergence:.4f}; {swaps:,} synonym-swap variants; "
           f"baseline NLG BLEU-4 {bare_nlg.scores['BLEU-4']:.3f}")
+    if args.generate:
+        print()
+        _generation(references, args.generate, max_new_tokens=96)
 
 
 if __name__ == "__main__":
