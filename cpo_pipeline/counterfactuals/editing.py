@@ -505,13 +505,16 @@ def delete_finding(
     Every clause stating the source (asserted or hedged) goes, with the attributes
     `attribute_starts` marks; a clause of a sentence that stays just goes ("Effusion with
     adjacent atelectasis." -> "Effusion."). Where the source was a sentence of its own, its
-    denial takes that place (the negation flip "Small right pleural effusion." -> "No pleural
-    effusion.", shaped like it) at the rate reports deny an absent finding
-    (`EXPLICIT_NEGATIVE_RATE`); when no lung finding is left, "The lungs are clear." is said
-    at `LUNGS_CLEAR_RATE` (with the atelectasis gone but another lung finding left, "The lungs
-    are well expanded." at `LUNGS_WELL_EXPANDED_RATE`), and with the fracture gone "No acute
-    osseous abnormality." at `NO_OSSEOUS_ABNORMALITY_RATE`, unless already said; a report
-    left with nothing to say gets the denial. Nothing that would contradict what stays is written. A numbered list is
+    denial takes that place at the rate reports deny an absent finding
+    (`EXPLICIT_NEGATIVE_RATE`; the negation flip "Small right pleural effusion." -> "No
+    pleural effusion."), worded as reports word theirs, or joins a negation list the report
+    already has (`LISTED_DENIAL_RATE`: "No pneumothorax." -> "No pneumothorax or pleural
+    effusion."). When no lung finding is left, "The lungs are clear." is said at
+    `LUNGS_CLEAR_RATE`, after the devices where reports say it (with the atelectasis gone but
+    another lung finding left, "The lungs are well expanded." at `LUNGS_WELL_EXPANDED_RATE`),
+    and with the fracture gone "No acute osseous abnormality." at
+    `NO_OSSEOUS_ABNORMALITY_RATE`, unless already said; a report left with nothing to say gets
+    the denial. Nothing that would contradict what stays is written. A numbered list is
     renumbered."""
     sentences = _sentences(findings)
     edited: list[_Sentence] = []
