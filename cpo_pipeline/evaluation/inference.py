@@ -18,14 +18,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from cpo_pipeline.training.train import user_content
+
 
 def _user_turn(example: dict) -> dict:
     turns = example["prompt"] if "prompt" in example else example["messages"][:-1]
-    first = turns[0]
-    text = first["content"] if isinstance(first["content"], str) else " ".join(
-        part.get("text", "") for part in first["content"] if part.get("type") == "text")
-    return {"role": first["role"],
-            "content": [{"type": "image"}, {"type": "text", "text": text}]}
+    return {"role": turns[0]["role"], "content": user_content(turns[0])}
 
 
 def prompt_text(processor: Any, example: dict) -> str:

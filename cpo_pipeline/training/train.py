@@ -49,17 +49,19 @@ def _is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def _user_content(turn: dict, image) -> list[dict]:
-    """A user turn with the image first, as TRL's `prepare_multimodal_messages` lays it out."""
+def user_content(turn: dict, image=None) -> list[dict]:
+    """A user turn's content with the image first, as TRL's `prepare_multimodal_messages`
+    lays it out (`image` None: a placeholder, the image passed to the processor beside)."""
     text = turn["content"] if isinstance(turn["content"], str) else " ".join(
         part.get("text", "") for part in turn["content"] if part.get("type") == "text")
-    return [{"type": "image", "image": image}, {"type": "text", "text": text}]
+    picture = {"type": "image"} if image is None else {"type": "image", "image": image}
+    return [picture, {"type": "text", "text": text}]
 
 
 def prompt_inputs(processor, example: dict, stage: str):
     """The processed generation prompt of one example: its user turn(s) and its image."""
     turns = example["prompt"] if stage == DPO else example["messages"][:-1]
-    messages = [{**turn, "content": _user_content(turn, example["images"][0])}
+    messages = [{**turn, "content": user_content(turn, example["images"][0])}
                 if index == 0 else turn for index, turn in enumerate(turns)]
     return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
                                          return_dict=True, return_tensors="pt")
