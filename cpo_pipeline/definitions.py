@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import dagster as dg
 
 from cpo_pipeline.assets.concepts import concept_graph
@@ -13,6 +15,7 @@ from cpo_pipeline.assets.preference import (
     random_negative_pairs,
     sft_dataset,
 )
+from cpo_pipeline.assets.shards import decode_image_shards
 from cpo_pipeline.assets.source import mimic_cxr_source
 from cpo_pipeline.assets.training import (
     cpo_model,
@@ -23,35 +26,71 @@ from cpo_pipeline.assets.training import (
 from cpo_pipeline.assets.trajectories import counterfactual_trajectories
 from cpo_pipeline.resources.llm import LLMEndpointResource
 from cpo_pipeline.resources.parquet_io_manager import ParquetIOManager
+from cpo_pipeline.resources.pipes_k8s import training_pipes_client
 from cpo_pipeline.resources.settings import PipelineSettings
+from cpo_pipeline.sensors import REFRESH_JOB_NAME, mimic_cxr_source_changed
 
 TRAINING = dg.AssetSelection.groups("training")
 EVALUATION = dg.AssetSelection.groups("evaluation")
+# The source is listed so the run observes it first: a changed tree (new manifest hash) is what
+# the rebuilt tables then describe.
+SOURCE = dg.AssetSelection.assets(mimic_cxr_source.key)
+DATASET = SOURCE | dg.AssetSelection.groups(
+    "ingestion", "concepts", "counterfactuals", "preference")
 
-# Materializes the datasets downstream of the raw tree; the schedule below runs it after
-# observing the source, so a changed release (new manifest hash) flows through. Training is not
-# part of it: GPU runs start on purpose (the `train_models` job, or a selection), not on a cron.
-dataset_refresh_job = dg.define_asset_job(
-    "dataset_refresh",
-    selection=(dg.AssetSelection.assets(mimic_cxr_source.key)
-               | dg.AssetSelection.all() - TRAINING - EVALUATION),
-    description="Observe MIMIC-CXR and re-materialize the dataset assets.",
+REFRESH_CRON_ENV = "CPO_REFRESH_CRON"
+DEFAULT_REFRESH_CRON = "0 3 * * 1"
+# Training runs hold the GPU pool; one that hangs (a stuck NCCL collective, a dead node) would
+# hold it forever. Run monitoring cancels a run past this many seconds; a launch tag
+# `dagster/max_runtime` overrides it for one run.
+TRAINING_MAX_RUNTIME_S = 24 * 3600
+# Queued runs with this tag run one at a time (`tag_concurrency_limits` in deploy/dagster.yaml),
+# on top of the `gpu` pool the training assets sit in.
+GPU_RUN_TAGS = {"cpo/gpu": "1", "dagster/max_runtime": str(TRAINING_MAX_RUNTIME_S)}
+
+# The datasets downstream of the raw tree, and no GPU: what the schedule and the sensor launch.
+refresh_dataset_job = dg.define_asset_job(
+    REFRESH_JOB_NAME,
+    selection=DATASET,
+    description="Observe mimic_cxr_source, then ingestion, concept graph, counterfactual "
+    "trajectories and preference data; unchanged studies and images are reused, not redone.",
 )
 
-train_models_job = dg.define_asset_job(
-    "train_models",
+# Training starts on purpose (this job, or a selection), never on the refresh's cron or sensor.
+train_and_evaluate_job = dg.define_asset_job(
+    "train_and_evaluate",
     selection=TRAINING | EVALUATION,
+    tags=GPU_RUN_TAGS,
     description="Train sft_model, then cpo_model, dpo_random_model and cpo_no_cot_model from it, "
     "then evaluate them side by side (each skipped when its inputs and config are unchanged).",
 )
 
-dataset_refresh_schedule = dg.ScheduleDefinition(
-    job=dataset_refresh_job,
-    cron_schedule="0 3 * * 1",
-    default_status=dg.DefaultScheduleStatus.STOPPED,
-    description="Weekly dataset refresh (Monday 03:00); turn it on in the UI or with "
-    "`dagster schedule start dataset_refresh_schedule`.",
+full_chain_job = dg.define_asset_job(
+    "full_chain",
+    selection=SOURCE | dg.AssetSelection.all(),
+    tags=GPU_RUN_TAGS,
+    description="Everything from observing mimic_cxr_source to model_evaluation, in one run.",
 )
+
+
+def _refresh_schedule(job: dg.UnresolvedAssetJobDefinition) -> dg.ScheduleDefinition:
+    cron = os.environ.get(REFRESH_CRON_ENV, DEFAULT_REFRESH_CRON)
+    try:
+        return dg.ScheduleDefinition(
+            job=job,
+            cron_schedule=cron,
+            default_status=dg.DefaultScheduleStatus.STOPPED,
+            description=f"The dataset refresh on a cron (${REFRESH_CRON_ENV}, now {cron!r}; "
+            f"default {DEFAULT_REFRESH_CRON!r}, Mondays 03:00); turn it on in the UI or with "
+            "`dagster schedule start refresh_dataset_schedule`.",
+        )
+    except dg.DagsterInvalidDefinitionError as error:
+        raise dg.DagsterInvalidDefinitionError(
+            f"{REFRESH_CRON_ENV}={cron!r} is not a 5-field cron expression "
+            f"(unset, the refresh runs at {DEFAULT_REFRESH_CRON!r})") from error
+
+
+refresh_dataset_schedule = _refresh_schedule(refresh_dataset_job)
 
 # One settings resource, configured at launch, so the launchpad's `settings` config reaches the
 # IO manager too: every path of a run comes from one data root.
@@ -61,13 +100,17 @@ defs = dg.Definitions(
     assets=[mimic_cxr_source, mimic_cxr_ingestion, concept_graph, counterfactual_trajectories,
             sft_dataset, preference_pairs, random_negative_pairs, diagnosis_only_pairs,
             sft_model, cpo_model, dpo_random_model, cpo_no_cot_model, model_evaluation],
-    jobs=[dataset_refresh_job, train_models_job],
-    schedules=[dataset_refresh_schedule],
+    # decode_image_shards: image decoding fanned out over the shards p10…p19 (assets/shards.py),
+    # a partitioned op job beside the assets, so the asset graph and the users' commands stay.
+    jobs=[refresh_dataset_job, train_and_evaluate_job, full_chain_job, decode_image_shards],
+    schedules=[refresh_dataset_schedule],
+    sensors=[mimic_cxr_source_changed],
     resources={
         "settings": settings,
         "io_manager": ParquetIOManager(settings=settings),
         "llm": LLMEndpointResource(),
-        # Launches the training entry point as its own process (torch never loads here).
-        "pipes_subprocess_client": dg.PipesSubprocessClient(),
+        # Launches the training entry point as its own process (torch never loads here): a
+        # local subprocess, or with CPO_TRAINING_LAUNCHER=k8s a GPU pod (resources/pipes_k8s.py).
+        "pipes_subprocess_client": training_pipes_client(settings),
     },
 )

@@ -14,7 +14,7 @@ from cpo_pipeline.resources.settings import PipelineSettings
 PACKAGE = Path(cpo_pipeline.__file__).parent
 # The Dagster layer; everything else is plain Python that tests and scripts use without Dagster.
 # training/pipes.py is the training process's side of Pipes: dagster-pipes only, no Dagster.
-DAGSTER_LAYER = ("assets/", "resources/", "definitions.py", "training/pipes.py")
+DAGSTER_LAYER = ("assets/", "resources/", "definitions.py", "sensors.py", "training/pipes.py")
 
 # The asset graph is part of the interface: a rename or a lost dependency must fail loudly here.
 EXPECTED_GRAPH = {
@@ -125,7 +125,7 @@ def test_the_scheduled_refresh_observes_the_source_and_rebuilds_every_asset(
 ):
     # A copy of the demo root: its tree and decoded images are reused, the rest is rebuilt.
     clean_env.setenv("CPO_DATA_ROOT", str(demo_run.copy_to(tmp_path / "data")))
-    schedule = defs.resolve_schedule_def("dataset_refresh_schedule")
+    schedule = defs.resolve_schedule_def("refresh_dataset_schedule")
     [request] = list(schedule.evaluate_tick(dg.build_schedule_context()).run_requests)
 
     result = defs.resolve_job_def(schedule.job_name).execute_in_process(
@@ -135,7 +135,7 @@ def test_the_scheduled_refresh_observes_the_source_and_rebuilds_every_asset(
     observed = [e for e in result.all_events if e.event_type_value == "ASSET_OBSERVATION"]
     assert [e.asset_key.to_user_string() for e in observed] == ["mimic_cxr_source"]
     rebuilt = {m.asset_key.to_user_string() for m in result.get_asset_materialization_events()}
-    # Training starts on purpose (the train_models job), not on the dataset cron.
+    # Training starts on purpose (the train_and_evaluate job), not on the dataset cron.
     assert rebuilt == set(EXPECTED_GRAPH) - {"mimic_cxr_source"} - TRAINING_ASSETS
 
 

@@ -211,18 +211,39 @@ def _checks(built: nx.MultiDiGraph, reloaded: nx.MultiDiGraph) -> list[dg.AssetC
     return [
         dg.AssetCheckResult(
             check_name="every_disease_has_an_association", passed=not missing,
-            metadata={"diseases_without_association": dg.MetadataValue.json(missing)},
+            description=f"{len(missing)} diseases have no association edge ({missing[:3]}); the "
+            "bound is 0: without one, no counterfactual can be planned toward them. The seed "
+            "ontology gives each disease its associations; the statistics add more with lower "
+            "`min_support`, `min_cooccurrence` or `association_lift` (run config of "
+            "concept_graph).",
+            metadata={"diseases_without_association": dg.MetadataValue.json(missing),
+                      "bound": 0},
         ),
         dg.AssetCheckResult(
             check_name="no_pair_associated_and_excluded", passed=not contradictory,
-            metadata={"pairs": dg.MetadataValue.json([list(p) for p in contradictory[:20]])},
+            description=f"{len(contradictory)} concept pairs are both associated and excluded "
+            f"({[list(p) for p in contradictory[:3]]}); the bound is 0. Learned edges that "
+            "contradict each other come from loose thresholds: raise `association_lift` or "
+            "lower `exclusion_lift` (run config of concept_graph).",
+            metadata={"pairs": dg.MetadataValue.json([list(p) for p in contradictory[:20]]),
+                      "contradictory_pairs": len(contradictory), "bound": 0},
         ),
         dg.AssetCheckResult(
             check_name="every_edge_has_provenance", passed=not unsourced,
-            metadata={"edges": dg.MetadataValue.json([list(e) for e in unsourced[:20]])},
+            description=f"{len(unsourced)} edges lack a provenance of seed, statistics or llm "
+            f"({[list(e) for e in unsourced[:3]]}); the bound is 0, and no config option "
+            "relaxes it: every edge must say where it came from (a bug in the graph builder).",
+            metadata={"edges": dg.MetadataValue.json([list(e) for e in unsourced[:20]]),
+                      "edges_without_provenance": len(unsourced), "bound": 0},
         ),
         dg.AssetCheckResult(
             check_name="graph_loads_back_identically", passed=same_graph(built, reloaded),
-            metadata={"nodes": reloaded.number_of_nodes(), "edges": reloaded.number_of_edges()},
+            description=f"the JSON on disk reads back as {reloaded.number_of_nodes()} nodes and "
+            f"{reloaded.number_of_edges()} edges against {built.number_of_nodes()} and "
+            f"{built.number_of_edges()} built; the bound is an identical graph, and no config "
+            "option relaxes it (later stages read the file): check the data root's disk.",
+            metadata={"nodes": reloaded.number_of_nodes(), "edges": reloaded.number_of_edges(),
+                      "nodes_built": built.number_of_nodes(),
+                      "edges_built": built.number_of_edges()},
         ),
     ]

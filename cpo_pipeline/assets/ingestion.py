@@ -195,9 +195,12 @@ def _checks(tables: IngestedTables, max_reject_fraction: float):
         asset_key="cxr_studies",
         passed=not leaking,
         description=f"{len(leaking)} patients have studies in more than one split "
-        f"(e.g. {leaking[:3]}); the official split is patient-disjoint: check the split table.",
+        f"(e.g. {leaking[:3]}); the bound is 0: the official split is patient-disjoint, and no "
+        "config option relaxes it (a leak would put test patients in training). Check the "
+        "split table (mimic-cxr-2.0.0-split.csv).",
         metadata={
             "patients_in_several_splits": len(leaking),
+            "bound": 0,
             "examples": dg.MetadataValue.json(leaking[:10]),
         },
     )
@@ -207,8 +210,10 @@ def _checks(tables: IngestedTables, max_reject_fraction: float):
         asset_key="cxr_studies",
         passed=not incomplete.any(),
         description=f"{int(incomplete.sum())} studies lack an image or a findings text "
-        f"(e.g. {studies.loc[incomplete, 'study_id'].head(3).tolist()}).",
-        metadata={"incomplete_studies": int(incomplete.sum())},
+        f"(e.g. {studies.loc[incomplete, 'study_id'].head(3).tolist()}); the bound is 0, and no "
+        "config option relaxes it: a study without both cannot be trained on, and ingestion "
+        "should have rejected it into ingest_rejects instead (a bug to report).",
+        metadata={"incomplete_studies": int(incomplete.sum()), "bound": 0},
     )
     values = studies[list(CHEXPERT_LABELS)].stack().dropna()
     outside = values[~values.isin(_LABEL_DOMAIN)]
@@ -217,8 +222,10 @@ def _checks(tables: IngestedTables, max_reject_fraction: float):
         asset_key="cxr_studies",
         passed=outside.empty,
         description=f"{len(outside)} label values are outside 1.0 / 0.0 / -1.0 / null "
-        f"(e.g. {sorted(set(outside.head(20).tolist()))[:3]}).",
-        metadata={"values_outside_domain": len(outside)},
+        f"(e.g. {sorted(set(outside.head(20).tolist()))[:3]}); the bound is 0, and no config "
+        "option relaxes it. Check the labeller table `label_source` (run config of the "
+        "mimic_cxr_ingestion op) reads: mimic-cxr-2.0.0-chexpert.csv or -negbio.csv.",
+        metadata={"values_outside_domain": len(outside), "bound": 0},
     )
     rejects = tables.rejects
     # A rejected row whose ids could not even be parsed counts as one more affected study.

@@ -8,11 +8,13 @@ baseline and the ablation are built from `preference_pairs` (and `sft_dataset`),
 share the same chosen side, user turn and inputs.
 """
 
+from dataclasses import replace
+
 import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from cpo_pipeline.assets.metadata import sample_table
+from cpo_pipeline.assets.metadata import hard_negative_bounds, sample_table
 from cpo_pipeline.preference import assembly
 from cpo_pipeline.preference.assembly import VERSION_COLUMNS, Assembled, InputVersions
 from cpo_pipeline.preference.card import PAIR_COLUMNS, SFT_COLUMNS, dataset_card, rows_per_split
@@ -46,6 +48,20 @@ _CHECKS = {
     "`max_style_accuracy` of the time (the lower end of its one-sided Wilson interval at "
     "`style_confidence_z` must not exceed it); median rejected/chosen findings word ratio "
     "0.9-1.1; the rejected the longer text in at most 60% of pairs.",
+}
+# What a failing invariant gate adds to its figure: the bound (0) and why no config option of
+# the set relaxes it, so the user knows where to look instead.
+_INVARIANT_BOUNDS = {
+    "no_patient_in_two_splits": "the bound is 0, and no config option relaxes it (the set "
+    "takes its splits from cxr_studies, whose own check should have stopped a leak): "
+    "re-materialize cxr_studies",
+    "images_exist_and_match_sha256": "the bound is 0, and no config option relaxes it: the "
+    "image store changed after cxr_images was written; re-materialize cxr_images, then this set",
+    "no_test_study_in_training_set": "the bound is 0, and no config option relaxes it: a test "
+    "study in training invalidates the evaluation",
+    "chosen_differs_from_rejected": "the bound is 0, and no config option relaxes it: a pair "
+    "that prefers a text over itself teaches nothing; see the verifier options "
+    "(`min_edit_tokens`, run config of counterfactual_trajectories)",
 }
 _PAIR_CHECKS = ("no_patient_in_two_splits", "images_exist_and_match_sha256",
                 "no_test_study_in_training_set", "chosen_differs_from_rejected")
@@ -129,7 +145,8 @@ def _materialize(
     card = dataset_card(name, summary, frame, assembled.filters, lineage, columns)
     data_root = settings.data_root_path()
     paths = export_set(frame, name, data_root, card)
-    gates = {**_gates(name, frame, studies), **gates}
+    gates = {check: replace(gate, description=f"{gate.description}; {_INVARIANT_BOUNDS[check]}")
+             for check, gate in _gates(name, frame, studies).items()} | gates
     for check, gate in gates.items():
         if not gate.passed:
             context.log.error(f"{name}: {check} failed: {gate.description}")
@@ -203,9 +220,12 @@ def preference_pairs(
     prepared = assembly.prepare(counterfactual_trajectories, cxr_studies, cxr_images, versions)
     assembled = assembly.cpo_pairs(prepared, config.request, cap=config.per_disease_cap,
                                    seed=config.seed)
-    hardness = pairs_are_hard_negatives(assembled.frame, PairGateBounds(
+    bounds = PairGateBounds(
         max_style_accuracy=config.max_style_accuracy, confidence_z=config.style_confidence_z,
-        sample=config.gate_sample, seed=config.seed))
+        sample=config.gate_sample, seed=config.seed)
+    hardness = pairs_are_hard_negatives(assembled.frame, bounds)
+    hardness = replace(hardness, description=f"{hardness.description}; "
+                       + hard_negative_bounds(bounds, "preference_pairs", "rejected"))
     return _materialize(
         context, "preference_pairs",
         "Counterfactual preference pairs (CPO): per accepted counterfactual, the study's "

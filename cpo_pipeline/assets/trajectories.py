@@ -13,7 +13,7 @@ import pandas as pd
 from pydantic import Field
 
 from cpo_pipeline.assets.concepts import concept_graph
-from cpo_pipeline.assets.metadata import sample_table, word_diff_markdown
+from cpo_pipeline.assets.metadata import hard_negative_bounds, sample_table, word_diff_markdown
 from cpo_pipeline.concepts.graph import ConceptGraphFiles, read_graph
 from cpo_pipeline.concepts.mentions import ConceptExtractor
 from cpo_pipeline.concepts.ontology import load_ontology
@@ -188,13 +188,18 @@ def _hard_negative_check(table: pd.DataFrame, config: TrajectoryConfig
                          ) -> dg.AssetCheckResult:
     """The hard-negatives gate (`quality.hard_negative_verdict`) as a blocking check whose
     metadata (also the asset's) carries the classifier's accuracy and the n-grams it reads."""
-    verdict = hard_negative_verdict(table, seed_mask(), HardNegativeBounds(
-        max_style_accuracy=config.max_style_accuracy, confidence_z=config.style_confidence_z))
+    bounds = HardNegativeBounds(
+        max_style_accuracy=config.max_style_accuracy, confidence_z=config.style_confidence_z)
+    verdict = hard_negative_verdict(table, seed_mask(), bounds)
     metadata = verdict.metadata()
     metadata["style_top_features"] = dg.MetadataValue.json(metadata["style_top_features"])
+    metadata["max_style_accuracy"] = config.max_style_accuracy
+    metadata["style_confidence_z"] = config.style_confidence_z
     return dg.AssetCheckResult(
         check_name="counterfactuals_are_hard_negatives", passed=verdict.passed,
-        description=verdict.describe("pairs"), metadata=metadata)
+        description=f"{verdict.describe('pairs')}; "
+        + hard_negative_bounds(bounds, "counterfactual_trajectories", "counterfactual"),
+        metadata=metadata)
 
 
 

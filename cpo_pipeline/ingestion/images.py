@@ -44,6 +44,8 @@ _MONOCHROME = ("MONOCHROME1", "MONOCHROME2")
 _UNDEFINED_LENGTH = 0xFFFFFFFF
 # Beside the PNGs: which source (by hash) and recipe each stored PNG was made from.
 DECODE_CACHE_NAME = "decoded.parquet"
+# Beside it: one record per shard run (`write_shard_record`), folded into it by the next full run.
+SHARD_RECORDS_DIRNAME = "decoded-shards"
 
 
 @dataclass(frozen=True)
@@ -438,14 +440,7 @@ def preprocess_images(
 IMAGE_RESULT_FIELDS = tuple(f.name for f in dataclasses.fields(ImageResult))
 
 
-def read_decode_cache(store_root: Path) -> dict[str, ImageResult]:
-    """The store's record of earlier results by dicom_id, for `preprocess_images(cache=...)`.
-
-    It belongs to the PNG store, not to the `cxr_images` table, so a run that writes only some
-    tables still leaves the next run a complete cache. A missing or unreadable record is an
-    empty cache: everything is decoded again, nothing is wrong.
-    """
-    path = Path(store_root, DECODE_CACHE_NAME)
+def _read_record(path: Path) -> dict[str, ImageResult]:
     try:
         rows = pd.read_parquet(path, columns=list(IMAGE_RESULT_FIELDS))
     except (OSError, ValueError, pa.ArrowException):
@@ -454,8 +449,60 @@ def read_decode_cache(store_root: Path) -> dict[str, ImageResult]:
     return {row["dicom_id"]: ImageResult(**row) for row in rows.to_dict("records")}
 
 
-def write_decode_cache(store_root: Path, results: Sequence[ImageResult]) -> None:
-    """Record `results` as the store's decode cache (atomically, replacing the earlier one)."""
+def _shard_records(store_root: Path) -> list[Path]:
+    return sorted(Path(store_root, SHARD_RECORDS_DIRNAME).glob("*.parquet"))
+
+
+def read_decode_cache(store_root: Path) -> dict[str, ImageResult]:
+    """The store's record of earlier results by dicom_id, for `preprocess_images(cache=...)`.
+
+    It belongs to the PNG store, not to the `cxr_images` table, so a run that writes only some
+    tables still leaves the next run a complete cache. Shard runs' records
+    (`write_shard_record`) count too; where two records name one image, the one written last
+    wins, as the latest decode of it. A missing or unreadable record is an empty cache:
+    everything is decoded again, nothing is wrong.
+    """
+    paths = [Path(store_root, DECODE_CACHE_NAME), *_shard_records(store_root)]
+    written = {path: path.stat().st_mtime_ns for path in paths if path.exists()}
+    cache: dict[str, ImageResult] = {}
+    for path in sorted(written, key=written.__getitem__):
+        cache.update(_read_record(path))
+    return cache
+
+
+def _write_record(results: Sequence[ImageResult], path: Path) -> None:
     frame = pd.DataFrame([dataclasses.asdict(r) for r in results], columns=list(IMAGE_RESULT_FIELDS))
-    write_parquet(pa.Table.from_pandas(frame, preserve_index=False),
-                  Path(store_root, DECODE_CACHE_NAME))
+    write_parquet(pa.Table.from_pandas(frame, preserve_index=False), path)
+
+
+def _pixels_key(result: ImageResult) -> tuple[str, str, str, str]:
+    return result.dicom_id, result.source_sha256, result.image_sha256, result.recipe
+
+
+def same_pixels(cached: ImageResult | None, result: ImageResult) -> bool:
+    """Whether `result` is the cached PNG of the same source (a moved data root changes only
+    the paths), i.e. it was not decoded again."""
+    return cached is not None and _pixels_key(cached) == _pixels_key(result)
+
+
+def write_decode_cache(store_root: Path, results: Sequence[ImageResult]) -> None:
+    """Record `results` as the store's decode cache (atomically, replacing the earlier one).
+
+    A shard record every image of which `results` now holds with the same pixels is folded in
+    and removed; one with anything else (a shard run that finished meanwhile, an image no
+    longer listed) stays for the next run to read.
+    """
+    _write_record(results, Path(store_root, DECODE_CACHE_NAME))
+    recorded = {_pixels_key(result) for result in results}
+    for path in _shard_records(store_root):
+        if all(_pixels_key(r) in recorded for r in _read_record(path).values()):
+            path.unlink(missing_ok=True)
+
+
+def write_shard_record(store_root: Path, shard: str, results: Sequence[ImageResult]) -> Path:
+    """Record one shard run's results beside the decode cache, in a file of its own
+    (`decoded-shards/<shard>.parquet`), so shard runs never write the same file at once; the
+    next unpartitioned run reads them with the cache and folds them into it."""
+    path = Path(store_root, SHARD_RECORDS_DIRNAME, f"{shard}.parquet")
+    _write_record(results, path)
+    return path
