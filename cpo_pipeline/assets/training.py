@@ -50,6 +50,7 @@ _DECIDED_BY_THE_ASSET = frozenset({
     "model_name_or_path", "mlflow_tracking_uri", "run_name", "recipe",
 })
 _DPO_ONLY = frozenset({"beta", "sft_loss_weight"})
+_SFT_ONLY = frozenset({"tiny_vision_pretraining_epochs"})
 
 
 def _run_config_class(name: str, stage: str) -> type[dg.Config]:
@@ -59,7 +60,8 @@ def _run_config_class(name: str, stage: str) -> type[dg.Config]:
     tunable = {
         f.name: (hints[f.name], Field(default=f.default, description=f.metadata["help"]))
         for f in fields(TrainingConfig)
-        if f.name not in _DECIDED_BY_THE_ASSET and (stage == DPO or f.name not in _DPO_ONLY)
+        if f.name not in _DECIDED_BY_THE_ASSET and f.name not in (
+            _SFT_ONLY if stage == DPO else _DPO_ONLY)
     }
     return create_model(
         name,

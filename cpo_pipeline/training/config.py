@@ -39,12 +39,14 @@ class Recipe:
 # example), CPO lr 2e-5 without warm-up; one epoch each.
 # The tiny model: its random output layer is too flat for LoRA alone to shape (the loss stays at
 # log V), so it is trained as a whole beside the adapter, at rates that learn the answer format
-# within the demo's budget.
+# within the demo's budget. Its DPO rate was 2e-4 until the vision tower was pretrained; on the
+# better SFT model that rate collapsed one epoch's answers (the demo's CPO model broke its answer
+# line, a 500-patient cohort's three DPO models named Atelectasis for nearly every study).
 _RECIPES = {
     (PAPER, SFT): Recipe(1e-4, 1.0, 0.1, ""),
     (PAPER, DPO): Recipe(2e-5, 1.0, 0.0, ""),
     (TINY, SFT): Recipe(5e-3, 8.0, 0.1, "lm_head"),
-    (TINY, DPO): Recipe(2e-4, 1.0, 0.0, "lm_head"),
+    (TINY, DPO): Recipe(5e-5, 1.0, 0.0, "lm_head"),
 }
 
 
@@ -72,6 +74,11 @@ class TrainingConfig:
     model_name_or_path: str = field(default=TINY_MODEL, metadata=_help(
         f"An image-text-to-text model: a local directory or a hub id (cached; no download "
         f"under HF_HUB_OFFLINE). '{TINY_MODEL}' builds the tiny offline model from the texts."))
+    tiny_vision_pretraining_epochs: int = field(default=8, metadata=_help(
+        f"For '{TINY_MODEL}' only: epochs its random vision tower is first trained to tell the "
+        "SFT split's answer labels apart in its images (a probe head, then dropped), standing "
+        "in for a real VLM's pretrained image encoder; 0: leave the tower random (it then "
+        "gives the language model nothing to condition on)."))
     trust_remote_code: bool = field(default=False, metadata=_help(
         "Run the model repository's own Python code. Off: only transformers' classes load."))
     recipe: str = field(default=PAPER, metadata=_help(
@@ -174,6 +181,9 @@ class TrainingConfig:
                           "model_name_or_path to its directory")
         if self.sft_loss_weight < 0:
             errors.append(f"sft_loss_weight must be >= 0, got {self.sft_loss_weight}")
+        if self.tiny_vision_pretraining_epochs < 0:
+            errors.append("tiny_vision_pretraining_epochs must be >= 0, got "
+                          f"{self.tiny_vision_pretraining_epochs}")
         for name in ("per_device_train_batch_size", "gradient_accumulation_steps",
                      "logging_steps", "save_steps", "lora_r"):
             if getattr(self, name) < 1:

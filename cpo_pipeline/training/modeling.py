@@ -106,6 +106,9 @@ def meta_model(model_config, config: TrainingConfig) -> PreTrainedModel:
             model_config, trust_remote_code=config.trust_remote_code)
 
 
-def build_tiny(texts: Iterable[str], out_dir: Path, seed: int) -> Path:
-    """The tiny offline model, its tokenizer trained on `texts`, saved into `out_dir`."""
-    return build_tiny_model(texts, TinyModelSpec(seed=seed), out_dir=out_dir)
+def build_tiny(texts: Iterable[str], out_dir: Path, seed: int, vision_examples=None,
+               vision_epochs: int = 0) -> Path:
+    """The tiny offline model, its tokenizer trained on `texts` and its vision tower on
+    `vision_examples` (see `tiny_model.build_tiny_model`), saved into `out_dir`."""
+    return build_tiny_model(texts, TinyModelSpec(seed=seed), out_dir=out_dir,
+                            vision_examples=vision_examples, vision_epochs=vision_epochs)

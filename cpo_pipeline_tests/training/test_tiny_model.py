@@ -16,6 +16,7 @@ from cpo_pipeline.training.tiny_model import (
     TinyModelSpec,
     build_model,
     build_tiny_model,
+    pretrain_vision,
     train_tokenizer,
 )
 
@@ -229,3 +230,30 @@ def test_generate_continues_a_processed_prompt_with_new_tokens(processor, model)
     assert output.shape == (1, prompt_length + 4)
     assert torch.equal(output[:, :prompt_length], inputs["input_ids"])
     assert isinstance(processor.decode(output[0, prompt_length:], skip_special_tokens=True), str)
+
+
+def _marked(seed: int, marked: bool) -> Image.Image:
+    """Noise, with a bright square in the upper left when `marked`."""
+    pixels = np.random.default_rng(seed).integers(0, 120, size=(32, 32), dtype=np.uint8)
+    if marked:
+        pixels[2:12, 2:12] = 255
+    return Image.fromarray(pixels, mode="L")
+
+
+def test_vision_pretraining_teaches_the_tower_the_labels_and_only_the_tower(tiny_dir, processor):
+    model = AutoModelForImageTextToText.from_pretrained(tiny_dir)
+    before = {name: value.clone() for name, value in model.state_dict().items()}
+    marked = [i % 2 == 0 for i in range(96)]
+    images = [_marked(i, m) for i, m in enumerate(marked)]
+    label_sets = [("Lung Lesion",) if m else ("No Finding",) for m in marked]
+    state = torch.get_rng_state()
+
+    losses = pretrain_vision(model, processor, images, label_sets, ("Lung Lesion", "No Finding"),
+                             epochs=6, seed=0, batch_size=16)
+
+    assert torch.equal(torch.get_rng_state(), state)
+    assert losses[-1] < 0.5 * losses[0]
+    changed = {name for name, value in model.state_dict().items()
+               if not torch.equal(value, before[name])}
+    assert changed and all(".vision_tower." in f".{name}" for name in changed)
+    assert not model.model.vision_tower.training
