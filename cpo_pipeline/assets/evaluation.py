@@ -47,6 +47,10 @@ class EvaluationConfig(dg.Config):
     dicom_ids: list[str] = Field(
         default_factory=list,
         description="Evaluate only the test studies of these images; empty: all of them.")
+    max_pairs: int = Field(
+        default=0,
+        description="Score at most this many held-out preference pairs (a fixed subset, by "
+        "pair id); 0: all of them. The pairs' probes cost the most per item.")
     include_base: bool = Field(
         default=False,
         description="Also evaluate the untuned model sft_model started from, as 'base_model'.")
@@ -155,6 +159,8 @@ def _evaluate(context, config: EvaluationConfig, data_root: Path, test: list[dic
     extractor = ConceptExtractor(ontology)
     pairs_dir = dataset_dir(data_root, "preference_pairs")
     held_out = _rows(pairs_dir / "validate") + _rows(pairs_dir / "test")
+    if config.max_pairs:
+        held_out = sorted(held_out, key=lambda row: content_hash(row["pair_id"]))[:config.max_pairs]
     labels = (cxr_studies.set_index("study_id").loc[[row["study_id"] for row in test],
                                                    list(CHEXPERT_LABELS)].reset_index(drop=True))
     findings = [parse_trajectory(row["messages"][-1]["content"]).findings for row in test]

@@ -100,7 +100,9 @@ def evaluate_model(model_dir: Path | str, test: Sequence[dict], *, pairs: Sequen
     score_rows, swap_rows = [], []
     for row, findings in zip(test, parsed["findings"], strict=True):
         # An unparsed answer is scored after an empty thinking: what the model says unprompted.
-        scores = answer_line_scores(model, processor, row, findings or "", ANSWER_LABELS)
+        # (Its findings cell is None, or NaN once pandas has a float beside it.)
+        thinking = findings if isinstance(findings, str) else ""
+        scores = answer_line_scores(model, processor, row, thinking, ANSWER_LABELS)
         score_rows.append({"study_id": row["study_id"], **scores})
         radiologists = _thinking(row["messages"][-1]["content"]) or ""
         for term, synonym, swapped in swapped_variants(radiologists, synonym_pairs, limit=1):
