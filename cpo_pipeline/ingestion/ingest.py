@@ -16,6 +16,7 @@ from cpo_pipeline.ingestion.images import (
     PreprocessConfig,
     preprocess_images,
     read_decode_cache,
+    same_pixels,
     write_decode_cache,
 )
 from cpo_pipeline.ingestion.index import Reject, read_image_index, rejects_frame
@@ -46,12 +47,6 @@ class IngestedTables:
     def reused_images(self) -> int:
         """Images whose PNG came from the decode cache (source bytes and recipe unchanged)."""
         return len(self.images) - self.decoded_images
-
-
-def _same_pixels(cached: ImageResult | None, result: ImageResult) -> bool:
-    """Whether `result` is the cached PNG (a moved data root changes only the paths)."""
-    return cached is not None and (cached.source_sha256, cached.image_sha256, cached.recipe) == (
-        result.source_sha256, result.image_sha256, result.recipe)
 
 
 def _image_table(results: list[ImageResult], index: pd.DataFrame) -> pd.DataFrame:
@@ -112,5 +107,5 @@ def ingest(source: MimicSource, options: IngestOptions, image_store: Path) -> In
 
     usable = index.merge(images[["dicom_id", "image_path"]], on="dicom_id", how="inner")
     studies = join_studies(usable, reports, labels, options.n_stages)
-    decoded = sum(1 for r in results if not _same_pixels(cache.get(r.dicom_id), r))
+    decoded = sum(1 for r in results if not same_pixels(cache.get(r.dicom_id), r))
     return IngestedTables(images, reports, labels, studies, rejects_frame(rejects), decoded)
