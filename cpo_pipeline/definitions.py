@@ -17,6 +17,7 @@ from cpo_pipeline.assets.preference import (
 )
 from cpo_pipeline.assets.shards import decode_image_shards
 from cpo_pipeline.assets.source import mimic_cxr_source
+from cpo_pipeline.assets.staged import staged_evaluation, staged_models, staged_training_sets
 from cpo_pipeline.assets.training import (
     cpo_model,
     cpo_no_cot_model,
@@ -32,6 +33,7 @@ from cpo_pipeline.sensors import REFRESH_JOB_NAME, mimic_cxr_source_changed
 
 TRAINING = dg.AssetSelection.groups("training")
 EVALUATION = dg.AssetSelection.groups("evaluation")
+STAGED = dg.AssetSelection.groups("staged")
 # The source is listed so the run observes it first: a changed tree (new manifest hash) is what
 # the rebuilt tables then describe.
 SOURCE = dg.AssetSelection.assets(mimic_cxr_source.key)
@@ -65,11 +67,20 @@ train_and_evaluate_job = dg.define_asset_job(
     "then evaluate them side by side (each skipped when its inputs and config are unchanged).",
 )
 
+# Tuning across the time-ordered stages (assets/staged.py); its upstream is the datasets.
+staged_tuning_job = dg.define_asset_job(
+    "staged_tuning",
+    selection=STAGED,
+    tags=GPU_RUN_TAGS,
+    description="Cut the training sets by stage, SFT on stage 0, tune each method stage after "
+    "stage, and score every stage's model on every stage's test studies (forgetting, drift).",
+)
 full_chain_job = dg.define_asset_job(
     "full_chain",
     selection=SOURCE | dg.AssetSelection.all(),
     tags=GPU_RUN_TAGS,
-    description="Everything from observing mimic_cxr_source to model_evaluation, in one run.",
+    description="Everything from observing mimic_cxr_source to model_evaluation and the "
+    "staged tuning, in one run.",
 )
 
 
@@ -99,10 +110,12 @@ settings = PipelineSettings.configure_at_launch()
 defs = dg.Definitions(
     assets=[mimic_cxr_source, mimic_cxr_ingestion, concept_graph, counterfactual_trajectories,
             sft_dataset, preference_pairs, random_negative_pairs, diagnosis_only_pairs,
-            sft_model, cpo_model, dpo_random_model, cpo_no_cot_model, model_evaluation],
+            sft_model, cpo_model, dpo_random_model, cpo_no_cot_model, model_evaluation,
+            staged_training_sets, staged_models, staged_evaluation],
     # decode_image_shards: image decoding fanned out over the shards p10…p19 (assets/shards.py),
     # a partitioned op job beside the assets, so the asset graph and the users' commands stay.
-    jobs=[refresh_dataset_job, train_and_evaluate_job, full_chain_job, decode_image_shards],
+    jobs=[refresh_dataset_job, train_and_evaluate_job, staged_tuning_job, full_chain_job,
+          decode_image_shards],
     schedules=[refresh_dataset_schedule],
     sensors=[mimic_cxr_source_changed],
     resources={

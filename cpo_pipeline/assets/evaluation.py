@@ -69,6 +69,45 @@ def _rows(directory: Path) -> list[dict]:
     return list(load_from_disk(str(directory))) if directory.is_dir() else []
 
 
+def test_rows(data_root: Path) -> list[dict]:
+    """The test split of sft_dataset: what every evaluation scores."""
+    test = _rows(dataset_dir(data_root, "sft_dataset") / "test")
+    if not test:
+        raise dg.Failure(description="no test studies to evaluate: materialize sft_dataset "
+                         "(its test split) first")
+    return test
+
+
+def leakage_check(data_root: Path, test: list[dict], name: str) -> dg.AssetCheckResult:
+    """The blocking check that no test study, nor a patient of one, is in a training split;
+    raises (with the figure, the bound and why no option relaxes it) when one is."""
+    trained_studies, trained_patients = _training_ids(data_root)
+    leaked = sorted({row["study_id"] for row in test} & trained_studies)
+    leaked_patients = sorted({row["subject_id"] for row in test} & trained_patients)
+    check = dg.AssetCheckResult(
+        check_name=name, passed=not leaked and not leaked_patients,
+        description=f"{len(leaked)} test studies and {len(leaked_patients)} test patients are "
+        f"in a training split (e.g. {leaked[:3]} {leaked_patients[:3]}); the bound is 0, and no "
+        "config option relaxes it: the splits come from cxr_studies, so re-materialize the "
+        "training sets from it (sft_dataset, preference_pairs, random_negative_pairs, "
+        "diagnosis_only_pairs), then the models",
+        metadata={"leaked_studies": len(leaked), "leaked_patients": len(leaked_patients),
+                  "bound": 0})
+    if not check.passed:
+        raise dg.Failure(description=check.description, metadata=check.metadata)
+    return check
+
+
+def held_out_pairs(data_root: Path, max_pairs: int) -> list[dict]:
+    """The validate and test preference pairs, at most `max_pairs` of them (a fixed subset by
+    pair id; 0: all)."""
+    pairs_dir = dataset_dir(data_root, "preference_pairs")
+    held_out = _rows(pairs_dir / "validate") + _rows(pairs_dir / "test")
+    if max_pairs:
+        held_out = sorted(held_out, key=lambda row: content_hash(row["pair_id"]))[:max_pairs]
+    return held_out
+
+
 def _training_ids(data_root: Path) -> tuple[set, set]:
     """Study and patient ids of every train split the models learned from."""
     studies, patients = set(), set()
@@ -100,7 +139,7 @@ def _training_ids(data_root: Path) -> tuple[set, set]:
 def model_evaluation(context: dg.AssetExecutionContext, config: EvaluationConfig,
                      settings: PipelineSettings, cxr_studies: pd.DataFrame):
     data_root = settings.data_root_path()
-    test = _rows(dataset_dir(data_root, "sft_dataset") / "test")
+    test = test_rows(data_root)
     if config.study_ids:
         wanted = set(config.study_ids)
         test = [row for row in test if row["study_id"] in wanted]
@@ -108,19 +147,9 @@ def model_evaluation(context: dg.AssetExecutionContext, config: EvaluationConfig
         images = set(config.dicom_ids)
         test = [row for row in test if row["dicom_id"] in images]
     if not test:
-        raise dg.Failure(description="no test studies to evaluate: materialize sft_dataset "
-                         "(its test split) first, or check `study_ids`")
-    trained_studies, trained_patients = _training_ids(data_root)
-    leaked = sorted({row["study_id"] for row in test} & trained_studies)
-    leaked_patients = sorted({row["subject_id"] for row in test} & trained_patients)
-    check = dg.AssetCheckResult(
-        check_name="evaluation_sees_no_training_data",
-        passed=not leaked and not leaked_patients,
-        description=f"{len(leaked)} test studies and {len(leaked_patients)} test patients are "
-        f"in a training split (e.g. {leaked[:3]} {leaked_patients[:3]})",
-        metadata={"leaked_studies": len(leaked), "leaked_patients": len(leaked_patients)})
-    if not check.passed:
-        raise dg.Failure(description=check.description)
+        raise dg.Failure(description="no test studies to evaluate: check `study_ids` and "
+                         "`dicom_ids` (the test split of sft_dataset has none of them)")
+    check = leakage_check(data_root, test, "evaluation_sees_no_training_data")
 
     models = {}
     for name in config.models:
@@ -157,10 +186,7 @@ def _evaluate(context, config: EvaluationConfig, data_root: Path, test: list[dic
 
     ontology = load_ontology()
     extractor = ConceptExtractor(ontology)
-    pairs_dir = dataset_dir(data_root, "preference_pairs")
-    held_out = _rows(pairs_dir / "validate") + _rows(pairs_dir / "test")
-    if config.max_pairs:
-        held_out = sorted(held_out, key=lambda row: content_hash(row["pair_id"]))[:config.max_pairs]
+    held_out = held_out_pairs(data_root, config.max_pairs)
     labels = (cxr_studies.set_index("study_id").loc[[row["study_id"] for row in test],
                                                    list(CHEXPERT_LABELS)].reset_index(drop=True))
     findings = [parse_trajectory(row["messages"][-1]["content"]).findings for row in test]

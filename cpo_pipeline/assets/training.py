@@ -14,7 +14,7 @@ as reference, the model sft_model last materialized. All four sit in the `gpu` c
 import json
 import os
 import typing
-from dataclasses import fields, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import dagster as dg
@@ -47,7 +47,7 @@ _MLFLOW_DIRNAME = "mlflow"
 # TrainingConfig fields the asset decides itself (paths, model, names); the others are run config.
 _DECIDED_BY_THE_ASSET = frozenset({
     "stage", "dataset_dir", "eval_dataset_dir", "output_dir", "dataset_name",
-    "model_name_or_path", "mlflow_tracking_uri", "run_name", "recipe",
+    "ref_model_name_or_path", "model_name_or_path", "mlflow_tracking_uri", "run_name", "recipe",
 })
 _DPO_ONLY = frozenset({"beta", "sft_loss_weight"})
 _SFT_ONLY = frozenset({"tiny_vision_pretraining_epochs"})
@@ -139,38 +139,68 @@ def _failure(run: Path, error: Exception) -> dg.Failure:
                       f"step's output", metadata={"run_dir": str(run)})
 
 
-def train_model(
-    context: dg.AssetExecutionContext, asset: str, stage: str, dataset: str,
-    config: dg.Config, settings: PipelineSettings, pipes: dg.PipesSubprocessClient,
-    starting_model: str, starting_identity: str, tiny: bool,
-) -> dg.MaterializeResult:
-    """Key the run, reuse it when finished (unless forced), else launch it through Pipes."""
+@dataclass(frozen=True)
+class StartingModel:
+    """A model a run starts from (or refers to): its directory or id, its identity for the run
+    key, and whether it is the tiny offline model."""
+
+    path: str
+    identity: str
+    tiny: bool
+
+
+@dataclass(frozen=True)
+class TrainedRun:
+    run: Path
+    summary: dict
+    reported: dict | None  # what the process reported through Pipes; None when reused
+    command: str | None  # the launch command; None when reused
+
+    @property
+    def reused(self) -> bool:
+        return self.reported is None
+
+    @property
+    def data_version(self) -> str:
+        return self.summary["data_version"]
+
+    def metadata(self) -> dict:
+        return _metadata(self.summary, self.run, self.reported, skipped=self.reused,
+                         command=self.command)
+
+
+def launch_training(
+    context: dg.AssetExecutionContext, asset: str, stage: str, dataset_name: str,
+    train_dir: Path, eval_dir: Path | None, config: dg.Config, settings: PipelineSettings,
+    pipes: dg.PipesSubprocessClient, start: StartingModel,
+    reference: StartingModel | None = None,
+) -> TrainedRun:
+    """Key the run, reuse it when finished (unless forced), else launch it through Pipes.
+    `reference`: a DPO reference other than the starting model."""
     data_root = settings.data_root_path()
-    train_dir, eval_dir = _split_dirs(data_root, dataset)
     if not train_dir.is_dir():
-        raise dg.Failure(description=f"{train_dir} does not exist: materialize {dataset} first "
-                         "(a split without rows is not written)")
+        raise dg.Failure(description=f"{train_dir} does not exist: materialize {dataset_name} "
+                         "first (a split without rows is not written)")
     values = config.model_dump()
     force, num_processes = values.pop("force"), values.pop("num_processes")
     accelerate_config = values.pop("accelerate_config")
-    recipe = values.pop("recipe") or (TINY if tiny else PAPER)
+    recipe = values.pop("recipe") or (TINY if start.tiny else PAPER)
     training = TrainingConfig(
         stage=stage, dataset_dir=str(train_dir),
-        eval_dataset_dir=str(eval_dir) if eval_dir else None, dataset_name=dataset,
-        model_name_or_path=starting_model, recipe=recipe, **values)
+        eval_dataset_dir=str(eval_dir) if eval_dir else None, dataset_name=dataset_name,
+        model_name_or_path=start.path, recipe=recipe,
+        ref_model_name_or_path=reference.path if reference else None, **values)
     errors = training.basic_errors()
     if errors:
         raise dg.Failure(description="bad training config: " + "; ".join(errors))
-    key = run_key(training, starting_identity, TRAINING_VERSION)
+    key = run_key(training, start.identity, TRAINING_VERSION,
+                  reference.identity if reference else None)
     run = layout.run_dir(data_root, asset, key)
     summary = layout.read_summary(run)
     if summary is not None and not force:
         context.log.info(f"{asset}: inputs and config unchanged (run {run.name}); reusing "
                          f"{layout.model_dir(run)} without training")
-        layout.write_current(data_root, asset, run, summary["data_version"])
-        return dg.MaterializeResult(
-            metadata=_metadata(summary, run, None, skipped=True, command=None),
-            data_version=dg.DataVersion(summary["data_version"]))
+        return TrainedRun(run, summary, None, None)
 
     run.mkdir(parents=True, exist_ok=True)
     (run / layout.FAILURE).unlink(missing_ok=True)
@@ -188,26 +218,41 @@ def train_model(
     except DagsterPipesExecutionError as error:
         raise _failure(run, error) from None
     reported = invocation.get_materialize_result()
+    return TrainedRun(run, layout.read_summary(run), dict(reported.metadata or {}),
+                      describe_command(command))
+
+
+def train_model(
+    context: dg.AssetExecutionContext, asset: str, stage: str, dataset: str,
+    config: dg.Config, settings: PipelineSettings, pipes: dg.PipesSubprocessClient,
+    start: StartingModel,
+) -> dg.MaterializeResult:
+    """One of the four model assets: its run on the dataset's splits, recorded as the asset's
+    current model."""
+    data_root = settings.data_root_path()
+    train_dir, eval_dir = _split_dirs(data_root, dataset)
+    trained = launch_training(context, asset, stage, dataset, train_dir, eval_dir, config,
+                              settings, pipes, start)
+    layout.write_current(data_root, asset, trained.run, trained.data_version)
+    return dg.MaterializeResult(metadata=trained.metadata(),
+                                data_version=dg.DataVersion(trained.data_version))
+
+
+def trained_start(run: Path, version: str) -> StartingModel:
+    """A model this pipeline trained, as the start (or reference) of another run."""
     summary = layout.read_summary(run)
-    layout.write_current(data_root, asset, run, summary["data_version"])
-    return dg.MaterializeResult(
-        metadata=_metadata(summary, run, dict(reported.metadata or {}), skipped=False,
-                           command=describe_command(command)),
-        data_version=reported.data_version)
+    tiny = summary is not None and summary["base_model"] == TINY_MODEL
+    return StartingModel(str(layout.model_dir(run)), f"trained:{version}", tiny)
 
 
-def _sft_checkpoint(settings: PipelineSettings) -> tuple[str, str, bool]:
-    """The model sft_model last materialized, its identity for the run key (its data
-    version), and whether it is the tiny model."""
+def sft_checkpoint(settings: PipelineSettings) -> StartingModel:
+    """The model sft_model last materialized."""
     data_root = settings.data_root_path()
     current = layout.read_current(data_root, "sft_model")
     if current is None:
         raise dg.Failure(description="sft_model has not been materialized under "
                          f"{data_root}: the DPO stages start from (and refer to) it")
-    run, version = current
-    summary = layout.read_summary(run)
-    tiny = summary is not None and summary["base_model"] == TINY_MODEL
-    return str(layout.model_dir(run)), f"trained:{version}", tiny
+    return trained_start(*current)
 
 
 def _dpo_asset(name: str, dataset: dg.AssetsDefinition, description: str):
@@ -222,9 +267,8 @@ def _dpo_asset(name: str, dataset: dg.AssetsDefinition, description: str):
     )
     def _asset(context: dg.AssetExecutionContext, config: DPOModelConfig,
                settings: PipelineSettings, pipes_subprocess_client: dg.PipesSubprocessClient):
-        start, identity, tiny = _sft_checkpoint(settings)
         return train_model(context, name, DPO, dataset.key.to_user_string(), config, settings,
-                           pipes_subprocess_client, start, identity, tiny)
+                           pipes_subprocess_client, sft_checkpoint(settings))
 
     return _asset
 
@@ -242,9 +286,14 @@ def _dpo_asset(name: str, dataset: dg.AssetsDefinition, description: str):
 )
 def sft_model(context: dg.AssetExecutionContext, config: SFTModelConfig,
               settings: PipelineSettings, pipes_subprocess_client: dg.PipesSubprocessClient):
-    start = settings.resolve().policy_model or TINY_MODEL
     return train_model(context, "sft_model", SFT, "sft_dataset", config, settings,
-                       pipes_subprocess_client, start, model_identity(start), start == TINY_MODEL)
+                       pipes_subprocess_client, policy_start(settings))
+
+
+def policy_start(settings: PipelineSettings) -> StartingModel:
+    """The untrained policy SFT starts from: $CPO_POLICY_MODEL, else the tiny offline model."""
+    path = settings.resolve().policy_model or TINY_MODEL
+    return StartingModel(path, model_identity(path), path == TINY_MODEL)
 
 
 cpo_model = _dpo_asset(

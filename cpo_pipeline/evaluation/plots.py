@@ -45,3 +45,30 @@ def accuracy_png(figures: Mapping, dpi: int = 80) -> bytes:
     fig.savefig(buffer, format="png", dpi=dpi)
     plt.close(fig)
     return buffer.getvalue()
+
+
+def staged_png(matrices: Mapping, initial, dpi: int = 80) -> bytes:
+    """Staged tuning: one panel per test stage, its average-five accuracy after each training
+    stage, a line per method, the stage-0 SFT model dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    test_stages = list(initial.index)
+    fig, axes = plt.subplots(1, len(test_stages), figsize=(4 * len(test_stages), 3.4),
+                             sharey=True, squeeze=False)
+    for axis, test_stage in zip(axes[0], test_stages, strict=True):
+        for name, matrix in matrices.items():
+            axis.plot(matrix.index, matrix[test_stage], marker="o", label=name)
+        axis.axhline(initial[test_stage], color="grey", linestyle="--", label="sft (stage 0)")
+        axis.set_title(f"test studies of stage {test_stage}", fontsize=9)
+        axis.set_xlabel("after training stage")
+        axis.set_xticks(list(next(iter(matrices.values())).index) if matrices else [0])
+    axes[0][0].set_ylabel(f"{AVERAGE_FIVE} accuracy")
+    axes[0][-1].legend(fontsize=7)
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    plt.close(fig)
+    return buffer.getvalue()

@@ -74,6 +74,10 @@ class TrainingConfig:
     model_name_or_path: str = field(default=TINY_MODEL, metadata=_help(
         f"An image-text-to-text model: a local directory or a hub id (cached; no download "
         f"under HF_HUB_OFFLINE). '{TINY_MODEL}' builds the tiny offline model from the texts."))
+    ref_model_name_or_path: str | None = field(default=None, metadata=_help(
+        "dpo: the reference model's directory, when it is not the starting model (staged "
+        "tuning keeps the first SFT model as the reference of every stage); None: the "
+        "starting model."))
     tiny_vision_pretraining_epochs: int = field(default=8, metadata=_help(
         f"For '{TINY_MODEL}' only: epochs its random vision tower is first trained to tell the "
         "SFT split's answer labels apart in its images (a probe head, then dropped), standing "
@@ -179,6 +183,8 @@ class TrainingConfig:
         if self.stage == DPO and self.model_name_or_path == TINY_MODEL:
             errors.append("the dpo stage starts from a trained (SFT) model: set "
                           "model_name_or_path to its directory")
+        if self.stage == SFT and self.ref_model_name_or_path is not None:
+            errors.append("ref_model_name_or_path is for the dpo stage; sft has no reference")
         if self.sft_loss_weight < 0:
             errors.append(f"sft_loss_weight must be >= 0, got {self.sft_loss_weight}")
         if self.tiny_vision_pretraining_epochs < 0:
@@ -221,8 +227,8 @@ class TrainingConfig:
 # (the datasets and the starting model enter it by content instead).
 _NOT_IN_RUN_KEY = frozenset({
     "dataset_dir", "eval_dataset_dir", "output_dir", "dataset_name", "model_name_or_path",
-    "report_to", "mlflow_tracking_uri", "mlflow_experiment", "run_name", "logging_steps",
-    "save_steps", "save_total_limit", "use_cpu", "cpu_threads",
+    "ref_model_name_or_path", "report_to", "mlflow_tracking_uri", "mlflow_experiment", "run_name",
+    "logging_steps", "save_steps", "save_total_limit", "use_cpu", "cpu_threads",
 })
 
 

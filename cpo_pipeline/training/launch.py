@@ -38,14 +38,19 @@ def model_identity(name_or_path: str) -> str:
     return content_hash({"hub_id": name_or_path})
 
 
-def run_key(config: TrainingConfig, starting_model: str, code_version: str) -> str:
-    """The run's identity (see the module docstring); `starting_model` is `model_identity`'s
-    or, for a model this pipeline trained, its data version."""
+def run_key(config: TrainingConfig, starting_model: str, code_version: str,
+            reference: str | None = None) -> str:
+    """The run's identity (see the module docstring); `starting_model` (and `reference`, a DPO
+    reference other than the starting model) is `model_identity`'s or, for a model this
+    pipeline trained, its data version."""
     datasets = {"train": directory_fingerprint(Path(config.dataset_dir))}
     if config.eval_dataset_dir:
         datasets["eval"] = directory_fingerprint(Path(config.eval_dataset_dir))
-    return content_hash({"recipe": recipe_parameters(config), "datasets": datasets,
-                         "starting_model": starting_model, "code_version": code_version})
+    identity = {"recipe": recipe_parameters(config), "datasets": datasets,
+                "starting_model": starting_model, "code_version": code_version}
+    if reference is not None:
+        identity["reference"] = reference
+    return content_hash(identity)
 
 
 def launch_command(config_path: Path, num_processes: int = 1,

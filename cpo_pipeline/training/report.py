@@ -59,7 +59,8 @@ def summary_metadata(summary: Mapping[str, Any]) -> dict[str, Any]:
         "recipe": summary["recipe"],
     }
     if summary["stage"] == DPO:
-        metadata["reference_model"] = summary["starting_model"]
+        metadata["reference_model"] = (summary.get("reference_model")
+                                       or summary["starting_model"])
     if mlflow:
         metadata.update(mlflow_run_id=mlflow["run_id"], mlflow_tracking_uri=mlflow["tracking_uri"])
         if mlflow.get("link"):

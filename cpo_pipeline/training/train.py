@@ -7,7 +7,8 @@ processor, build the dataset, hand them to the trainer.
         -m cpo_pipeline.training.train run_config.json
 
 Stage `sft` runs TRL's SFTTrainer on the answer tokens; stage `dpo` runs DPOTrainer with the
-starting model as the reference (with LoRA, the adapter is switched off to get it). A run that
+starting model as the reference (with LoRA, the adapter is switched off to get it), or the
+model `ref_model_name_or_path` names (loaded beside it, frozen). A run that
 was killed resumes from its last complete checkpoint; the finished model is written beside the
 run and renamed into `model/` only when complete (`cpo_pipeline.training.layout`). Launched by
 Dagster Pipes, the main process reports the materialization (metrics, checkpoint directory,
@@ -144,7 +145,8 @@ def _trainer_arguments(config: TrainingConfig, use_cpu: bool):
                      loss_weights=config.loss_weights)
 
 
-def _build_trainer(config: TrainingConfig, model, processor, train, callbacks: list):
+def _build_trainer(config: TrainingConfig, model, processor, train, callbacks: list,
+                   ref_model=None):
     from cpo_pipeline.training.modeling import find_vision_tower, freeze, lora_config
 
     tower = find_vision_tower(model)
@@ -159,7 +161,9 @@ def _build_trainer(config: TrainingConfig, model, processor, train, callbacks: l
                           peft_config=peft_config, callbacks=callbacks)
     from trl import DPOTrainer
 
-    return DPOTrainer(model=model, ref_model=None, args=args, train_dataset=train,
+    if ref_model is not None:
+        ref_model.requires_grad_(False)
+    return DPOTrainer(model=model, ref_model=ref_model, args=args, train_dataset=train,
                       processing_class=processor, peft_config=peft_config, callbacks=callbacks)
 
 
@@ -271,6 +275,11 @@ def run_training(config: TrainingConfig, pipes=None) -> dict | None:
         lambda: int(prompt_inputs(processor, example, config.stage)["input_ids"].shape[1]))
 
     model = load_model(start, checked)
+    ref_model = None
+    if config.ref_model_name_or_path is not None:
+        reference = replace(checked, model_name_or_path=config.ref_model_name_or_path)
+        preflight.check_model_source(reference)
+        ref_model = load_model(config.ref_model_name_or_path, reference)
     tracked = None
     if config.report_to == MLFLOW and state.is_main_process:
         from cpo_pipeline.training import tracking
@@ -281,7 +290,7 @@ def run_training(config: TrainingConfig, pipes=None) -> dict | None:
         from cpo_pipeline.training.pipes import step_log_callback
 
         callbacks.append(step_log_callback(pipes))
-    trainer = _build_trainer(config, model, processor, datasets.train, callbacks)
+    trainer = _build_trainer(config, model, processor, datasets.train, callbacks, ref_model)
     trainable, total = _count_parameters(trainer.model)
     _log_parameters_now(trainer)
     resume = _resume_point(layout.trainer_dir(run), state.is_main_process)
@@ -316,6 +325,7 @@ def _finish(config, run, trainer, processor, example, start, datasets, result, f
         "base_model": _base_model(config, start),
         "starting_model": config.model_name_or_path if config.model_name_or_path != TINY_MODEL
         else TINY_MODEL,
+        "reference_model": config.ref_model_name_or_path,
         "dataset_name": config.dataset_name,
         "dataset_dir": config.dataset_dir,
         "dataset_rows": len(datasets.train),
