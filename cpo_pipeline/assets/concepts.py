@@ -3,9 +3,11 @@ reads in the reports.
 
 The asset's value is a set of files under `<data_root>/concepts/` (see `ConceptGraphFiles`): the
 node-link JSON that later stages load with `read_graph`, node and edge Parquet tables for
-inspection, and the PNG shown in the UI. Nothing goes through the IO manager; the data version is
-the JSON's content hash. Checks run on the graph as read back from disk, i.e. on what later
-stages will see.
+inspection, and the PNG shown in the UI; with an LLM endpoint, also which reports it was asked
+about together (`llm_extraction.REPORT_BATCHES_FILENAME`), so that a refresh asks the earlier
+batches again as they were and the response cache answers them. Nothing goes through the IO
+manager; the data version is the JSON's content hash. Checks run on the graph as read back from
+disk, i.e. on what later stages will see.
 """
 
 from dataclasses import asdict
@@ -33,10 +35,13 @@ from cpo_pipeline.concepts.graph import (
     write_graph,
 )
 from cpo_pipeline.concepts.llm_extraction import (
+    REPORT_BATCHES_FILENAME,
     CompletionUnavailable,
     LlmExtraction,
+    ReportBatches,
     extract_with_llm,
     prompt_sha256,
+    report_batches,
 )
 from cpo_pipeline.concepts.mentions import concept_presence
 from cpo_pipeline.concepts.ontology import load_ontology
@@ -83,8 +88,10 @@ class ConceptGraphConfig(dg.Config):
     workers: int = Field(default=2, description="Processes reading findings texts.")
     llm_reports: int = Field(
         default=256,
-        description="Reports (the first by study id) sent to the LLM when an endpoint is set.")
-    llm_batch_size: int = Field(default=8, description="Reports per LLM request.")
+        description="Reports sent to the LLM when an endpoint is set: those of earlier runs, in "
+        "their batches, then others by study id (on a first run, the first by study id).")
+    llm_batch_size: int = Field(
+        default=8, description="Reports per LLM request (a change re-forms every batch).")
     llm_min_reports: int = Field(
         default=2,
         description="Reports that must map a feature to a disease before the LLM's edge is kept.")
@@ -181,7 +188,11 @@ def _read_with_llm(llm: LLMEndpointResource, data_root: Path, studies: pd.DataFr
     endpoint = llm.endpoint_config()
     if endpoint is None:
         return None
-    reports = studies.sort_values("study_id")["findings_text"].head(config.llm_reports).tolist()
+    texts = studies.set_index("study_id")["findings_text"].sort_index()
+    saved = ConceptGraphFiles.under(data_root).graph.with_name(REPORT_BATCHES_FILENAME)
+    earlier = ReportBatches.from_json(saved.read_text()) if saved.exists() else None
+    batches = report_batches(texts.index.tolist(), config.llm_reports, config.llm_batch_size,
+                             earlier)
     with ResponseCache.under(data_root) as cache:
 
         def complete(messages: list[dict[str, str]]) -> str:
@@ -190,8 +201,12 @@ def _read_with_llm(llm: LLMEndpointResource, data_root: Path, studies: pd.DataFr
             except llm_client.ChatCompletionError as error:
                 raise CompletionUnavailable(str(error)) from error
 
-        return extract_with_llm(reports, complete, _SEED, endpoint.model,
-                                config.llm_batch_size, config.llm_min_reports)
+        extraction = extract_with_llm(
+            [texts.loc[list(batch)].tolist() for batch in batches.batches], complete, _SEED,
+            endpoint.model, config.llm_min_reports)
+    with atomic_target(saved) as tmp:
+        tmp.write_text(batches.to_json())
+    return extraction
 
 
 def _llm_metadata(extraction: LlmExtraction) -> dict:

@@ -2,10 +2,11 @@
 
 The LLM expert runs when an endpoint is configured (`CPO_LLM_BASE_URL`, the `llm` resource);
 otherwise the offline concept-graph expert does, and says so in every row. Re-runs are
-incremental at two levels: a study whose inputs (findings, labels, concept graph, expert,
-prompt, options) are unchanged keeps its rows from the previous materialization without any
-work, and every LLM answer is in the durable response cache, so a killed run resumes without
-sending a request twice.
+incremental at two levels: a study whose inputs (findings, labels, what its plan takes from the
+concept graph, expert, prompt, options; `counterfactuals.reuse`) are unchanged keeps its rows
+from the previous materialization without any work — a refresh that adds studies rebuilds the
+graph, yet leaves most earlier studies' plans as they were — and every LLM answer is in the
+durable response cache, so a killed run resumes without sending a request twice.
 """
 
 import dagster as dg
@@ -29,6 +30,7 @@ from cpo_pipeline.counterfactuals.generation import (
     edit_kinds,
     generate_trajectories,
     labelled,
+    plan_studies,
     study_inputs,
 )
 from cpo_pipeline.counterfactuals.masking import seed_mask
@@ -42,7 +44,7 @@ from cpo_pipeline.llm.response_cache import ResponseCache
 from cpo_pipeline.resources.llm import LLMEndpointResource
 from cpo_pipeline.resources.settings import PipelineSettings
 from cpo_pipeline.schemas import content_version
-from cpo_pipeline.storage import previous_table, sha256_file
+from cpo_pipeline.storage import previous_table
 
 GENERATOR_VERSION = "8"
 _DIFF_SAMPLES = 5
@@ -120,10 +122,8 @@ def counterfactual_trajectories(
         k=config.k, max_candidates=config.max_candidates,
         verifier=VerifierConfig(config.min_edit_tokens, config.max_edit_fraction,
                                 config.min_unchanged_share))
-    identity = run_identity(
-        sha256_file(graph_files.graph),
-        offline_expert.BACKEND if endpoint is None else LLM_BACKEND, endpoint, options,
-        GENERATOR_VERSION)
+    identity = run_identity(offline_expert.BACKEND if endpoint is None else LLM_BACKEND,
+                            endpoint, options, GENERATOR_VERSION)
     studies = cxr_studies[cxr_studies["split"].isin(config.splits)].sort_values("study_id")
     if config.limit is not None:
         studies = studies.head(config.limit)
@@ -132,7 +132,11 @@ def counterfactual_trajectories(
         context.log.warning(
             f"{int((~has_labels).sum())} studies have no labeller row and get no trajectories "
             f"(e.g. {studies.loc[~has_labels, 'study_id'].head(3).tolist()})")
-    plan = plan_reuse(study_inputs(studies[has_labels]), identity,
+    extractor = ConceptExtractor(load_ontology())
+    inputs = study_inputs(studies[has_labels])
+    # Planned once: the reuse keys are made of the plans, and the studies to generate use them.
+    planned = plan_studies(inputs, graph, extractor, options.k)
+    plan = plan_reuse(inputs, planned, graph, identity,
                       previous_table(data_root, "counterfactual_trajectories"))
     context.log.info(
         f"{len(plan.keys)} studies: {len(plan.keys) - len(plan.todo)} unchanged since the last "
@@ -145,7 +149,6 @@ def counterfactual_trajectories(
     def progress(done: int, total: int, counts: RequestCounters) -> None:
         context.log.info(f"LLM expert: {done}/{total} answers; {counts.as_dict()}")
 
-    extractor = ConceptExtractor(load_ontology())
     cache = ResponseCache.under(data_root) if endpoint is not None else None
     todo, parts = plan.todo, []
     try:
@@ -154,7 +157,8 @@ def counterfactual_trajectories(
         for start in range(0, len(todo), _CHUNK_STUDIES):
             parts.append(generate_trajectories(
                 todo[start:start + _CHUNK_STUDIES], graph, extractor, options,
-                endpoint=endpoint, cache=cache, counters=counters, on_progress=progress))
+                endpoint=endpoint, cache=cache, counters=counters, on_progress=progress,
+                planned=planned))
             context.log.info(f"trajectories: {min(start + _CHUNK_STUDIES, len(todo))}/"
                              f"{len(todo)} studies generated")
     finally:

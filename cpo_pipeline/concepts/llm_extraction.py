@@ -5,6 +5,15 @@ abnormal imaging descriptors, normalises them to RadLex / Fleischner-glossary te
 the diagnosed diseases, and answers in JSON). Replies are validated; a batch whose reply is not
 valid JSON of that shape, or whose completion failed, is skipped and recorded, never fatal.
 
+Which reports share a batch is kept from run to run (`report_batches`, saved as
+`REPORT_BATCHES_FILENAME` beside the graph): a batch's prompt is its reports' texts in order, so
+the response cache answers it again only if the batch is the same. A first run cuts the first
+reports by study id into batches in that order. A later run asks the earlier batches again as
+they were (less studies that are gone), so a refresh that adds studies sends nothing for the
+earlier reports, and puts only the studies in no earlier batch, by study id, into new batches
+(a short last batch stays short: filling it up would change its prompt). A changed batch size
+starts afresh, as a first run.
+
 Terms come back as free text and are mapped to ontology concepts through their synonyms; terms no
 concept has are counted in `unmapped` (a hint for the next seed edit), not added as nodes.
 
@@ -138,6 +147,48 @@ def parse_reply(text: str, n_reports: int) -> ExtractionReply:
     )
 
 
+REPORT_BATCHES_FILENAME = "llm_report_batches.json"
+
+
+@dataclass(frozen=True)
+class ReportBatches:
+    """Which studies' reports were asked together, batch by batch, at what batch size."""
+
+    batch_size: int
+    batches: tuple[tuple[int, ...], ...]
+
+    def to_json(self) -> str:
+        return json.dumps({"batch_size": self.batch_size,
+                           "batches": [list(batch) for batch in self.batches]})
+
+    @classmethod
+    def from_json(cls, text: str) -> ReportBatches:
+        document = json.loads(text)
+        return cls(int(document["batch_size"]),
+                   tuple(tuple(int(study) for study in batch) for batch in document["batches"]))
+
+
+def report_batches(study_ids: Sequence[int], limit: int, batch_size: int,
+                   earlier: ReportBatches | None = None) -> ReportBatches:
+    """At most `limit` of `study_ids` in batches of at most `batch_size`: `earlier`'s batches
+    first, as they were but for studies not in `study_ids` (ignored when made at another batch
+    size), then the other studies in the order given, in new batches."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    present, used, batches = set(study_ids), set(), []
+    if earlier is not None and earlier.batch_size == batch_size:
+        for batch in earlier.batches:
+            kept = tuple(study for study in batch if study in present and study not in used)
+            kept = kept[:max(limit - len(used), 0)]
+            if kept:
+                batches.append(kept)
+                used.update(kept)
+    fresh = [study for study in study_ids if study not in used][:max(limit - len(used), 0)]
+    batches += [tuple(fresh[start:start + batch_size])
+                for start in range(0, len(fresh), batch_size)]
+    return ReportBatches(batch_size, tuple(batches))
+
+
 @dataclass(frozen=True)
 class SkippedBatch:
     """A batch whose reply could not be used: its position, first report index and why."""
@@ -160,27 +211,25 @@ class LlmExtraction:
 
 
 def extract_with_llm(
-    reports: Sequence[str],
+    batches: Sequence[Sequence[str]],
     complete: Complete,
     ontology: Ontology,
     model: str,
-    batch_size: int = 8,
     min_reports: int = 2,
 ) -> LlmExtraction:
-    """Ask the model about `reports` in batches and turn its mappings into association edges.
+    """Ask the model about each batch of reports and turn its mappings into association edges.
 
     A disease-feature pair counts once per report that names the disease, lists the feature and
     whose batch maps the feature to the disease. It becomes an edge (provenance `llm`, the
     model's name) when at least `min_reports` reports count it; weight = the share of reports
     naming the disease that count it, support = that count.
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
     linked: Counter[tuple[str, str]] = Counter()
     naming: Counter[str] = Counter()
     result = LlmExtraction(model, [], batches=0)
-    for batch, start in enumerate(range(0, len(reports), batch_size)):
-        texts = reports[start:start + batch_size]
+    end = 0  # of the reports so far, for the skipped batches' first report
+    for batch, texts in enumerate(batches):
+        start, end = end, end + len(texts)
         result.batches += 1
         try:
             reply = parse_reply(complete(extraction_messages(texts, ontology)), len(texts))

@@ -16,7 +16,7 @@ retries) are recorded as dead letters. One bad study never fails the batch.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
 import networkx as nx
@@ -254,6 +254,16 @@ def plan_counterfactuals(
     return tasks
 
 
+def plan_studies(
+    studies: Sequence[StudyInput], graph: nx.MultiDiGraph, extractor: ConceptExtractor, k: int
+) -> dict[int, list[CounterfactualTask]]:
+    """Every study's counterfactual tasks (`plan_counterfactuals`), by study id, under one
+    `edit_balance` of the graph."""
+    balance = edit_balance(graph, k)
+    return {study.study_id: plan_counterfactuals(study, graph, extractor, k, balance)
+            for study in studies}
+
+
 def _plan_json(plan: PerturbationPlan) -> str:
     return json.dumps(
         {part: [{"concept": step.concept, "edges": [asdict(edge) for edge in step.edges]}
@@ -431,11 +441,16 @@ def generate_trajectories(
     cache: ResponseCache | None = None,
     counters: RequestCounters | None = None,
     on_progress: Callable[[int, int, RequestCounters], None] | None = None,
+    planned: Mapping[int, Sequence[CounterfactualTask]] | None = None,
 ) -> pd.DataFrame:
-    """Every study's factual trajectory and its counterfactuals (`TRAJECTORY_COLUMNS`)."""
-    balance = edit_balance(graph, options.k)
-    tasks = [task for study in studies
-             for task in plan_counterfactuals(study, graph, extractor, options.k, balance)]
+    """Every study's factual trajectory and its counterfactuals (`TRAJECTORY_COLUMNS`).
+
+    `planned` holds the studies' tasks (`plan_studies`) when the caller has planned them
+    already, as the trajectories asset has to key its reuse on them; otherwise they are
+    planned here."""
+    if planned is None:
+        planned = plan_studies(studies, graph, extractor, options.k)
+    tasks = [task for study in studies for task in planned[study.study_id]]
     if endpoint is None:
         counterfactual = offline_rows(tasks, extractor, options)
     else:

@@ -80,15 +80,19 @@ def time_stages(frame: pd.DataFrame, n_stages: int) -> pd.Series:
     """Time-ordered stages 0..n-1 for non-stationary training, from within-patient visit order.
 
     MIMIC-CXR dates are shifted per patient, so only the order within a patient is meaningful:
-    a study's position is its visit index scaled by the patient's visit count, and stages are
-    quantiles of that position over all studies.
+    a study's position is the middle of its slot in the patient's timeline, (visit index + 0.5)
+    / visits, and its stage the share of the timeline that slot starts in, floor(position * n),
+    at most n - 1. A stage depends on nothing but the study's own patient, so a release that
+    adds other patients leaves every earlier study's stage where it was (quantiles over all
+    studies would move them). Stages stay roughly balanced: a patient's visits spread evenly
+    over them, and a single-visit patient sits in the middle one (for an even n, the upper of
+    the two middle ones).
     """
     if n_stages < 1:
         raise ValueError(f"n_stages must be >= 1, got {n_stages}")
     visits = frame.groupby("subject_id")["visit_index"].transform("max") + 1
     position = (frame["visit_index"] + 0.5) / visits
-    ranks = position.rank(method="first") - 1
-    return (ranks * n_stages // max(len(frame), 1)).astype("int32")
+    return np.minimum(np.floor(position * n_stages), n_stages - 1).astype("int32")
 
 
 def join_studies(

@@ -7,11 +7,13 @@ from cpo_pipeline.concepts.graph import build_concept_graph
 from cpo_pipeline.concepts.llm_extraction import (
     CompletionUnavailable,
     ReplyError,
+    ReportBatches,
     SkippedBatch,
     extract_with_llm,
     extraction_messages,
     parse_reply,
     prompt_sha256,
+    report_batches,
 )
 from cpo_pipeline.concepts.ontology import ASSOCIATION, LLM, load_ontology
 
@@ -22,6 +24,7 @@ REPORTS = [
     "Perihilar haze and Kerley lines, consistent with edema.",
     "Right upper lobe opacity.",
 ]
+BATCHES = [REPORTS[:2], REPORTS[2:]]
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +81,7 @@ def test_the_prompt_asks_a_senior_radiologist_for_normalised_terms_as_json(ontol
 def test_a_reply_maps_features_to_diseases_as_llm_edges_with_the_model_name(ontology):
     model = FakeModel(EFFUSION_BATCH, EDEMA_BATCH)
 
-    result = extract_with_llm(REPORTS, model, ontology, MODEL, batch_size=2, min_reports=1)
+    result = extract_with_llm(BATCHES, model, ontology, MODEL, min_reports=1)
 
     edges = {(e.source, e.target): e for e in result.edges}
     meniscus = edges[("Pleural Effusion", "meniscus sign")]
@@ -95,8 +98,8 @@ def test_a_reply_maps_features_to_diseases_as_llm_edges_with_the_model_name(onto
 
 
 def test_llm_edges_merge_into_the_graph_beside_the_seed(ontology):
-    result = extract_with_llm(REPORTS, FakeModel(EFFUSION_BATCH, EDEMA_BATCH), ontology, MODEL,
-                              batch_size=2, min_reports=1)
+    result = extract_with_llm(BATCHES, FakeModel(EFFUSION_BATCH, EDEMA_BATCH), ontology, MODEL,
+                              min_reports=1)
 
     graph = build_concept_graph(ontology, result.edges)
 
@@ -108,7 +111,7 @@ def test_llm_edges_merge_into_the_graph_beside_the_seed(ontology):
 def test_a_reply_that_is_not_json_skips_its_batch_and_is_recorded(ontology):
     model = FakeModel("Sure! The patient has an effusion.", EDEMA_BATCH)
 
-    result = extract_with_llm(REPORTS, model, ontology, MODEL, batch_size=2, min_reports=1)
+    result = extract_with_llm(BATCHES, model, ontology, MODEL, min_reports=1)
 
     assert result.skipped == [SkippedBatch(
         batch=0, first_report=0, reports=2,
@@ -120,7 +123,7 @@ def test_a_reply_that_is_not_json_skips_its_batch_and_is_recorded(ontology):
 def test_a_failed_completion_skips_its_batch_and_is_recorded(ontology):
     model = FakeModel(EFFUSION_BATCH, CompletionUnavailable("no acceptable completion: timeout"))
 
-    result = extract_with_llm(REPORTS, model, ontology, MODEL, batch_size=2, min_reports=1)
+    result = extract_with_llm(BATCHES, model, ontology, MODEL, min_reports=1)
 
     assert [(s.batch, s.first_report, s.reason) for s in result.skipped] == [
         (1, 2, "no acceptable completion: timeout")]
@@ -128,8 +131,8 @@ def test_a_failed_completion_skips_its_batch_and_is_recorded(ontology):
 
 
 def test_an_edge_needs_min_reports(ontology):
-    result = extract_with_llm(REPORTS, FakeModel(EFFUSION_BATCH, EDEMA_BATCH), ontology, MODEL,
-                              batch_size=2, min_reports=2)
+    result = extract_with_llm(BATCHES, FakeModel(EFFUSION_BATCH, EDEMA_BATCH), ontology, MODEL,
+                              min_reports=2)
 
     assert [(e.source, e.target) for e in result.edges] == [("Pleural Effusion", "meniscus sign")]
 
@@ -168,3 +171,72 @@ def test_the_prompt_hash_changes_with_the_vocabulary_it_lists(ontology):
 
     assert prompt_sha256(ontology) == prompt_sha256(load_ontology())
     assert prompt_sha256(smaller) != prompt_sha256(ontology)
+
+
+def test_a_first_run_cuts_the_first_reports_by_study_id_into_batches():
+    batches = report_batches([11, 12, 13, 14, 15, 16, 17, 18], limit=7, batch_size=3)
+
+    assert batches == ReportBatches(3, ((11, 12, 13), (14, 15, 16), (17,)))
+
+
+def test_added_studies_form_new_batches_and_the_earlier_ones_stay_as_they_were():
+    earlier = report_batches([20, 30, 40, 50, 60], limit=256, batch_size=2)
+
+    grown = report_batches([10, 20, 30, 35, 40, 50, 60, 70], 256, 2, earlier)
+
+    assert earlier.batches == ((20, 30), (40, 50), (60,))
+    assert grown.batches == ((20, 30), (40, 50), (60,), (10, 35), (70,))
+
+
+def test_a_study_that_is_gone_leaves_its_batch_and_the_limit_counts_the_earlier_batches_first():
+    earlier = ReportBatches(2, ((20, 30), (40, 50), (60,)))
+
+    assert report_batches([10, 20, 40, 50, 60], 256, 2, earlier).batches == (
+        (20,), (40, 50), (60,), (10,))
+    assert report_batches([10, 20, 30, 40, 50, 60], 3, 2, earlier).batches == ((20, 30), (40,))
+
+
+def test_another_batch_size_forms_the_batches_afresh():
+    earlier = ReportBatches(2, ((20, 30), (40, 50), (60,)))
+
+    assert report_batches([10, 20, 30, 40, 50, 60], 256, 3, earlier).batches == (
+        (10, 20, 30), (40, 50, 60))
+
+
+def test_the_batches_read_back_from_their_json():
+    batches = ReportBatches(8, ((20, 30), (60,)))
+
+    assert ReportBatches.from_json(batches.to_json()) == batches
+
+
+class ReadingNothing:
+    """A model that finds no concept in any batch (valid JSON); records what it was asked."""
+
+    def __init__(self) -> None:
+        self.asked: list[list[dict[str, str]]] = []
+
+    def __call__(self, messages: list[dict[str, str]]) -> str:
+        self.asked.append(messages)
+        reports = int(messages[-1]["content"].split(" reports follow")[0])
+        return _reply(*([([], [])] * reports))
+
+
+def test_a_refresh_asks_the_earlier_batches_in_the_same_words_and_only_new_reports_anew(
+        ontology):
+    texts = {study: f"Study {study}: small left pleural effusion." for study in range(1, 15)}
+    old, added = [1, 3, 4, 6, 7, 9, 10, 12, 13], [2, 5, 8, 11, 14]
+    first_batches = report_batches(old, 256, 4)
+    saved = ReportBatches.from_json(first_batches.to_json())
+    grown_batches = report_batches(sorted(old + added), 256, 4, saved)
+    first, refresh = ReadingNothing(), ReadingNothing()
+
+    for batches, model in ((first_batches, first), (grown_batches, refresh)):
+        extract_with_llm([[texts[s] for s in batch] for batch in batches.batches], model,
+                         ontology, MODEL)
+
+    # The earlier prompts again, word for word (the response cache answers them), then the
+    # added reports only.
+    assert len(first.asked) == 3
+    assert refresh.asked[:3] == first.asked
+    assert refresh.asked[3:] == [extraction_messages([texts[s] for s in batch], ontology)
+                                 for batch in ([2, 5, 8, 11], [14])]

@@ -5,7 +5,7 @@ import math
 import pandas as pd
 
 from cpo_pipeline import schemas
-from cpo_pipeline.ingestion.studies import join_studies
+from cpo_pipeline.ingestion.studies import join_studies, time_stages
 from cpo_pipeline.radiology.chexpert import CHEXPERT_LABELS
 
 SUBJECT, OTHER_SUBJECT = 10000032, 10000764
@@ -75,3 +75,26 @@ def test_study_table_has_the_declared_columns_and_its_labels():
     assert list(studies.columns) == schemas.CXR_STUDIES.names
     assert studies.loc[0, "Edema"] == 1.0 and math.isnan(studies.loc[0, "Cardiomegaly"])
     assert studies.loc[0, "findings_source"] == "findings"
+
+
+def timelines(*visits_per_patient):
+    """Studies of patients 1, 2, ... with that many visits each, in visit order."""
+    return pd.DataFrame(
+        [(patient, visit) for patient, visits in enumerate(visits_per_patient, 1)
+         for visit in range(visits)], columns=["subject_id", "visit_index"])
+
+
+def test_a_patient_s_visits_spread_over_the_stages_in_time_order():
+    stages = time_stages(timelines(1, 2, 3, 6), n_stages=3)
+
+    assert stages.tolist() == [1, 0, 2, 0, 1, 2, 0, 0, 1, 1, 2, 2]
+    assert stages.dtype == "int32"
+    assert time_stages(timelines(1, 2, 3, 6), n_stages=1).tolist() == [0] * 12
+
+
+def test_adding_patients_leaves_the_earlier_patients_stages_where_they_were():
+    earlier = time_stages(timelines(1, 2, 3, 6), n_stages=3)
+
+    grown = time_stages(timelines(1, 2, 3, 6, 1, 1, 1, 4), n_stages=3)
+
+    assert grown.iloc[:len(earlier)].tolist() == earlier.tolist()
