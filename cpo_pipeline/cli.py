@@ -22,6 +22,7 @@ def _demo_data(args: argparse.Namespace) -> int:
         seed=args.seed,
         release=args.release,
         realistic_size=args.realistic_size,
+        drift=args.drift,
     )
     started = time.perf_counter()
     summary = write_demo_tree(out, config)
@@ -67,6 +68,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--realistic-size", action="store_true",
         help="2500-3100 px images like the real release (slow; for benchmarks)",
+    )
+    demo.add_argument(
+        "--drift", type=float, default=DemoConfig.drift,
+        help="non-stationarity: later visits sicker (fewer normal studies, more edema and "
+        "effusion) by this much; 0 draws every visit alike",
     )
     demo.set_defaults(handler=_demo_data)
     scripted = commands.add_parser(

@@ -50,6 +50,10 @@ class DemoConfig:
     max_studies_per_patient: int = 5
     split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
     monochrome1_fraction: float = 0.3
+    # Non-stationarity for staged tuning: a visit at place c in its patient's course (-1 the
+    # first, +1 the last, 0 an only visit) draws its labels with shift drift * c (see
+    # `reports.sample_labels`): later visits are sicker. 0: every visit drawn alike.
+    drift: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -121,7 +125,8 @@ def _image_size(rng: np.random.Generator, config: DemoConfig) -> tuple[int, int]
 
 
 def _plan_study(
-    rng: np.random.Generator, config: DemoConfig, subject_id: int, study_id: int, date: dt.date
+    rng: np.random.Generator, config: DemoConfig, subject_id: int, study_id: int, date: dt.date,
+    course: float = 0.0,
 ) -> DemoStudy:
     shape = _STUDY_SHAPES[rng.choice(len(_STUDY_SHAPES), p=_STUDY_SHAPE_WEIGHTS)]
     if shape == ("PA", "LATERAL") and rng.random() < 0.1:
@@ -130,7 +135,7 @@ def _plan_study(
     images = tuple(
         DemoImage(_dicom_id(rng), view, *_image_size(rng, config), photometric) for view in shape
     )
-    labels = sample_labels(rng)
+    labels = sample_labels(rng, config.drift * course)
     parts = write_report_parts(labels, rng)
     return DemoStudy(
         subject_id=subject_id,
@@ -159,8 +164,9 @@ def plan_demo(config: DemoConfig) -> list[DemoPatient]:
         # anything, exactly as in the real data.
         date = dt.date(int(rng.integers(2105, 2195)), 1, 1) + dt.timedelta(int(rng.integers(365)))
         studies = []
-        for _ in range(int(n_studies)):
-            studies.append(_plan_study(rng, config, subject_id, next(study_ids), date))
+        for visit in range(int(n_studies)):
+            course = (2 * visit + 1) / n_studies - 1  # -1 .. +1 over the patient's visits
+            studies.append(_plan_study(rng, config, subject_id, next(study_ids), date, course))
             date += dt.timedelta(days=int(rng.integers(1, 400)))
         patients.append(DemoPatient(subject_id, split, tuple(studies)))
     return patients

@@ -115,15 +115,25 @@ _OPACITY_RATE_WITHOUT_CAUSE = (
 )
 
 
-def _positive_rate(label: str, labels: dict[str, float | None]) -> float:
+# What `shift` moves (the demo's non-stationarity, `DemoConfig.drift`): a heart-failure course
+# that worsens from a patient's first visit to the last. Edema drives cardiomegaly and effusions,
+# effusions drive atelectasis, so those follow.
+_SHIFTED = ("Edema", "Pleural Effusion")
+
+
+def _positive_rate(label: str, labels: dict[str, float | None], shift: float = 0.0) -> float:
     if label == "Lung Opacity":
         if any(labels[cause] == LABEL_POSITIVE for cause in _OPACITY_CAUSES):
             return 1.0
         return _OPACITY_RATE_WITHOUT_CAUSE
     if label in _DRIVERS:
         driver, given_driver = _DRIVERS[label]
-        return given_driver if labels[driver] == LABEL_POSITIVE else _RATE_WITHOUT_DRIVER[label]
-    return _PREVALENCE_IF_CARRIED[label]
+        if labels[driver] == LABEL_POSITIVE:
+            return given_driver
+        rate = _RATE_WITHOUT_DRIVER[label]
+    else:
+        rate = _PREVALENCE_IF_CARRIED[label]
+    return min(1.0, max(0.0, rate * (1.0 + shift))) if label in _SHIFTED else rate
 
 
 def _is_present(value: float | None) -> bool:
@@ -131,23 +141,27 @@ def _is_present(value: float | None) -> bool:
 
 
 def _draw_status(
-    label: str, labels: dict[str, float | None], rng: np.random.Generator, may_be_present: bool
+    label: str, labels: dict[str, float | None], rng: np.random.Generator, may_be_present: bool,
+    shift: float = 0.0,
 ) -> float | None:
     if may_be_present:
-        if rng.random() < _positive_rate(label, labels):
+        if rng.random() < _positive_rate(label, labels, shift):
             return LABEL_POSITIVE
         if rng.random() < _UNCERTAIN_IF_NOT_POSITIVE[label]:
             return LABEL_UNCERTAIN
     return LABEL_NEGATIVE if rng.random() < EXPLICIT_NEGATIVE_RATE[label] else None
 
 
-def sample_labels(rng: np.random.Generator) -> dict[str, float | None]:
-    """One study's 14 CheXpert labels with MIMIC-CXR-like prevalence and co-occurrence."""
+def sample_labels(rng: np.random.Generator, shift: float = 0.0) -> dict[str, float | None]:
+    """One study's 14 CheXpert labels with MIMIC-CXR-like prevalence and co-occurrence.
+
+    `shift` (0: the published marginals) scales the share of normal studies by 1 - shift and
+    the rates of edema and effusion by 1 + shift (the findings that follow them follow)."""
     labels: dict[str, float | None] = dict.fromkeys(CHEXPERT_LABELS)
-    normal = rng.random() < _NORMAL_STUDY_SHARE
+    normal = rng.random() < _NORMAL_STUDY_SHARE * max(0.0, 1.0 - shift)
     for label in _SAMPLING_ORDER:
         may_be_present = not normal or label == "Support Devices"
-        labels[label] = _draw_status(label, labels, rng, may_be_present)
+        labels[label] = _draw_status(label, labels, rng, may_be_present, shift)
     for parent, children in HIERARCHY.items():
         if labels[parent] == LABEL_NEGATIVE and any(_is_present(labels[c]) for c in children):
             labels[parent] = None

@@ -179,3 +179,20 @@ def test_uncertain_findings_are_not_painted_and_not_answered():
     labels = {"Pneumonia": -1.0, "Pleural Effusion": 1.0, "Pneumothorax": 0.0, "Edema": None}
 
     assert painted(labels) == {"Pleural Effusion": 1.0}
+
+
+def test_drift_makes_later_visits_sicker_and_keeps_the_patients_and_their_visits():
+    still = plan_demo(DemoConfig(patients=1500, seed=3))
+    drifting = plan_demo(DemoConfig(patients=1500, seed=3, drift=0.8))
+
+    def edema_share(patients, visits):
+        chosen = [study.labels["Edema"] == 1.0 for patient in patients
+                  for visit, study in enumerate(patient.studies)
+                  if len(patient.studies) >= 3 and visits(visit, len(patient.studies))]
+        return np.mean(chosen)
+
+    first, last = (lambda v, n: v == 0), (lambda v, n: v == n - 1)
+    assert edema_share(drifting, last) > 2 * edema_share(drifting, first)
+    assert abs(edema_share(still, last) - edema_share(still, first)) < 0.05
+    assert [[s.study_id for s in p.studies] for p in still] == [
+        [s.study_id for s in p.studies] for p in drifting]

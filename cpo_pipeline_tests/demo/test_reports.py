@@ -283,3 +283,17 @@ def test_same_seed_gives_the_same_report():
 
 def test_different_seeds_give_different_reports():
     assert report(42, "standard")[2] != report(43, "standard")[2]
+
+
+def test_a_shift_makes_studies_sicker_and_no_shift_is_the_published_mix():
+    def draw(shift):
+        rng = np.random.default_rng(7)
+        return [sample_labels(rng, shift) for _ in range(3000)]
+
+    calm, sick = draw(0.0), draw(0.8)
+    default = np.random.default_rng(7)
+
+    assert [sample_labels(default) for _ in range(3000)] == calm
+    assert share(sick, "No Finding", POS) < 0.7 * share(calm, "No Finding", POS)
+    for label in ("Edema", "Pleural Effusion"):
+        assert share(sick, label, POS) > 1.4 * share(calm, label, POS)
