@@ -39,6 +39,7 @@ import pandas as pd
 METHODS = ("sft_model", "cpo_model", "dpo_random_model", "cpo_no_cot_model")
 DATA_ASSETS = ("cxr_studies", "concept_graph", "counterfactual_trajectories", "sft_dataset",
                "preference_pairs", "random_negative_pairs", "diagnosis_only_pairs")
+STAGED_ASSETS = ("staged_training_sets", "staged_models", "staged_evaluation")
 IMAGE_SIZE = (64, 64)
 # Full: 2,500 patients (about 3,800 SFT examples, 5,400 CPO pairs, 480 test studies). Without
 # its vision pretraining the tiny model answered every test study alike even at 4,000 patients;
@@ -66,7 +67,8 @@ def _materialize(data_root: Path, selection: list[str], run_config: dict):
 
     from cpo_pipeline.definitions import defs
 
-    assets = [defs.get_assets_def(name) for name in (*DATA_ASSETS, *METHODS, "model_evaluation")]
+    assets = [defs.get_assets_def(name)
+              for name in (*DATA_ASSETS, *METHODS, "model_evaluation", *STAGED_ASSETS)]
     config = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}, **run_config}
     result = dg.materialize(assets, resources=_resources(data_root), selection=selection,
                             run_config=config, instance=dg.DagsterInstance.ephemeral())
@@ -75,31 +77,37 @@ def _materialize(data_root: Path, selection: list[str], run_config: dict):
     return result
 
 
-def build_cohort(data_root: Path, patients: int, cohort_seed: int) -> dict:
-    """The raw tree and every dataset asset from it; returns the cohort's sizes."""
+def build_cohort(data_root: Path, patients: int, cohort_seed: int, drift: float = 0.0,
+                 run_config: dict | None = None) -> dict:
+    """The raw tree (`drift`: how far the label mix moves along each patient's course,
+    `DemoConfig.drift`) and every dataset asset from it (`run_config`: theirs); returns the
+    cohort's sizes."""
     from cpo_pipeline.demo.bootstrap import ensure_demo_tree
     from cpo_pipeline.demo.generator import DemoConfig
 
     ensure_demo_tree(data_root / "demo" / "mimic-cxr",
-                     DemoConfig(patients=patients, seed=cohort_seed, image_size=IMAGE_SIZE))
+                     DemoConfig(patients=patients, seed=cohort_seed, image_size=IMAGE_SIZE,
+                                drift=drift))
     from cpo_pipeline.definitions import defs
 
     # Every output of each data asset (ingestion is one multi-asset of five tables).
     keys = {key.to_user_string() for name in DATA_ASSETS for key in defs.get_assets_def(name).keys}
-    _materialize(data_root, sorted(keys), {})
+    _materialize(data_root, sorted(keys), run_config or {})
     studies = pd.read_parquet(data_root / "tables" / "cxr_studies.parquet")
     return {"patients": patients, "studies": len(studies),
             "split": studies["split"].value_counts().to_dict()}
 
 
 def train_and_evaluate(data_root: Path, seed: int, sft_epochs: float, resamples: int,
-                       max_pairs: int = 0) -> Path:
-    """One seed: the four models and their evaluation; returns the evaluation's folder."""
+                       max_pairs: int = 0, sft: dict | None = None, dpo: dict | None = None,
+                       batch_size: int = 32) -> Path:
+    """One seed: the four models and their evaluation; returns the evaluation's folder. `sft`
+    and `dpo`: more of the training run config (the GPU script's sizes and precision)."""
     common = {"seed": seed, "report_to": "none", "eval_samples": 0, "sample_max_new_tokens": 0}
-    ops = {"sft_model": {"config": {**common, "num_train_epochs": sft_epochs}}}
-    ops.update({name: {"config": common} for name in METHODS[1:]})
+    ops = {"sft_model": {"config": {**common, "num_train_epochs": sft_epochs, **(sft or {})}}}
+    ops.update({name: {"config": {**common, **(dpo or {})}} for name in METHODS[1:]})
     ops["model_evaluation"] = {"config": {"resamples": resamples, "seed": seed, "meteor": False,
-                                          "max_new_tokens": 128, "batch_size": 32,
+                                          "max_new_tokens": 128, "batch_size": batch_size,
                                           "max_pairs": max_pairs}}
     result = _materialize(data_root, [*METHODS, "model_evaluation"], {"ops": ops})
     materialization = result.asset_materializations_for_node("model_evaluation")[0]

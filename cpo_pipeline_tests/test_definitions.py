@@ -36,9 +36,14 @@ EXPECTED_GRAPH = {
     "cpo_no_cot_model": ["diagnosis_only_pairs", "sft_model"],
     "model_evaluation": ["cpo_model", "cpo_no_cot_model", "cxr_studies", "dpo_random_model",
                          "preference_pairs", "sft_dataset", "sft_model"],
+    "staged_training_sets": ["cxr_studies", "diagnosis_only_pairs", "preference_pairs",
+                             "random_negative_pairs", "sft_dataset"],
+    "staged_models": ["staged_training_sets"],
+    "staged_evaluation": ["cxr_studies", "preference_pairs", "sft_dataset", "staged_models"],
 }
 TRAINING_ASSETS = {"sft_model", "cpo_model", "dpo_random_model", "cpo_no_cot_model",
-                   "model_evaluation"}
+                   "model_evaluation", "staged_training_sets", "staged_models",
+                   "staged_evaluation"}
 
 # Every gate sits on the table the next stage reads, so selecting that table runs its gates.
 EXPECTED_CHECKS = {
@@ -58,6 +63,7 @@ EXPECTED_CHECKS = {
     "diagnosis_only_pairs": ["chosen_differs_from_rejected", "images_exist_and_match_sha256",
                              "no_patient_in_two_splits", "no_test_study_in_training_set"],
     "model_evaluation": ["evaluation_sees_no_training_data"],
+    "staged_evaluation": ["staged_evaluation_sees_no_training_data"],
 }
 # Every gate blocks: what fails it never reaches the next stage.
 WARNING_CHECKS: set[str] = set()

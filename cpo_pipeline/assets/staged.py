@@ -250,6 +250,11 @@ class StagedEvaluationConfig(dg.Config):
         default=100,
         description="Score at most this many held-out preference pairs per model (a fixed "
         "subset, by pair id) for the reward probes; 0: all of them.")
+    probe_studies: int = Field(
+        default=150,
+        description="Run the per-study likelihood probes (synonym swaps, answer-line scores) on "
+        "the first this many test studies of the split; 0: all. Accuracy always covers every "
+        "test study; the probes cost a teacher-forced pass per study and candidate, per model.")
     max_new_tokens: int = Field(default=160, description="Greedy generation length.")
     batch_size: int = Field(default=16, description="Studies per generation batch.")
     beta: float = Field(default=0.1, description="DPO beta of the reported preference reward.")
@@ -338,7 +343,8 @@ def _evaluate_staged(context, config: StagedEvaluationConfig, data_root: Path, m
     findings = [parse_trajectory(row["messages"][-1]["content"]).findings for row in test]
     pairs = held_out_pairs(data_root, config.max_pairs)
     options = EvaluationOptions(max_new_tokens=config.max_new_tokens,
-                                batch_size=config.batch_size, beta=config.beta)
+                                batch_size=config.batch_size, beta=config.beta,
+                                probe_studies=config.probe_studies or None)
     initial_dir = layout.model_dir(data_root / manifest["runs"][INITIAL][0]["run_dir"])
     scored, answers = {}, []
     for number, (version, model_dir) in enumerate(models.items(), 1):

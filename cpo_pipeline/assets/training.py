@@ -50,7 +50,7 @@ _DECIDED_BY_THE_ASSET = frozenset({
     "ref_model_name_or_path", "model_name_or_path", "mlflow_tracking_uri", "run_name", "recipe",
 })
 _DPO_ONLY = frozenset({"beta", "sft_loss_weight"})
-_SFT_ONLY = frozenset({"tiny_vision_pretraining_epochs"})
+_SFT_ONLY = frozenset({"tiny_vision_pretraining_epochs", "tiny_model_size"})
 
 
 def _run_config_class(name: str, stage: str) -> type[dg.Config]:

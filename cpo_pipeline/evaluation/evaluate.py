@@ -35,6 +35,9 @@ class EvaluationOptions:
     batch_size: int = 8
     # DPO's beta: a preference reward is beta * (log p_model - log p_reference).
     beta: float = 0.1
+    # The per-study likelihood probes (answer-line scores, synonym swaps) on the first this many
+    # test studies only; None: all. They cost a teacher-forced pass per study and candidate.
+    probe_studies: int | None = None
 
 
 @dataclass(frozen=True)
@@ -98,7 +101,9 @@ def evaluate_model(model_dir: Path | str, test: Sequence[dict], *, pairs: Sequen
     answers = pd.concat([ids, pd.DataFrame({"text": texts}), parsed], axis=1)
 
     score_rows, swap_rows = [], []
-    for row, findings in zip(test, parsed["findings"], strict=True):
+    probed = len(test) if options.probe_studies is None else min(options.probe_studies, len(test))
+    for row, findings in zip(list(test)[:probed], list(parsed["findings"])[:probed],
+                             strict=True):
         # An unparsed answer is scored after an empty thinking: what the model says unprompted.
         # (Its findings cell is None, or NaN once pandas has a float beside it.)
         thinking = findings if isinstance(findings, str) else ""

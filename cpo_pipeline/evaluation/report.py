@@ -69,8 +69,11 @@ def model_figures(evaluation: ModelEvaluation, reference_labels: pd.DataFrame,
     subjects = answers["subject_id"].to_numpy()
     reference = reference_answers(reference_labels)
     accuracy = accuracy_table(answers, reference, subjects, resamples=resamples, seed=seed)
-    scores = evaluation.scores.set_index("study_id").loc[answers["study_id"]]
-    auc = auc_table(scores[list(ANSWER_LABELS)].reset_index(drop=True), reference, subjects,
+    # The likelihood probes may cover only some studies (`EvaluationOptions.probe_studies`).
+    probed = answers["study_id"].isin(evaluation.scores["study_id"]).to_numpy()
+    scores = evaluation.scores.set_index("study_id").loc[answers.loc[probed, "study_id"]]
+    auc = auc_table(scores[list(ANSWER_LABELS)].reset_index(drop=True),
+                    reference[probed].reset_index(drop=True), subjects[probed],
                     resamples=resamples, seed=seed)
     thinking = answers["findings"].fillna("").tolist()
     efficacy = efficacy_table(thinking, reference_findings, subjects, resamples=resamples,

@@ -19,6 +19,9 @@ STAGES = (SFT, DPO)
 # `model_name_or_path` value meaning: build the tiny offline LLaVA-style model from the training
 # texts (cpo_pipeline.training.tiny_model) instead of loading one.
 TINY_MODEL = "tiny-offline"
+# Sizes the offline model can be built at (`tiny_model.OFFLINE_SIZES`): the CPU default, and a
+# larger one of the same LLaVA layout for a GPU.
+OFFLINE_SIZES = ("tiny", "small")
 PAPER = "paper"
 TINY = "tiny"
 RECIPES = (PAPER, TINY)
@@ -83,6 +86,9 @@ class TrainingConfig:
         "SFT split's answer labels apart in its images (a probe head, then dropped), standing "
         "in for a real VLM's pretrained image encoder; 0: leave the tower random (it then "
         "gives the language model nothing to condition on)."))
+    tiny_model_size: str = field(default="tiny", metadata=_help(
+        f"For '{TINY_MODEL}' only: 'tiny' (about 0.2 M parameters, the CPU default) or 'small' "
+        "(about 38 M, the same LLaVA layout at a size a GPU trains in minutes)."))
     trust_remote_code: bool = field(default=False, metadata=_help(
         "Run the model repository's own Python code. Off: only transformers' classes load."))
     recipe: str = field(default=PAPER, metadata=_help(
@@ -187,6 +193,9 @@ class TrainingConfig:
             errors.append("ref_model_name_or_path is for the dpo stage; sft has no reference")
         if self.sft_loss_weight < 0:
             errors.append(f"sft_loss_weight must be >= 0, got {self.sft_loss_weight}")
+        if self.tiny_model_size not in OFFLINE_SIZES:
+            errors.append(f"tiny_model_size must be one of {OFFLINE_SIZES}, got "
+                          f"{self.tiny_model_size!r}")
         if self.tiny_vision_pretraining_epochs < 0:
             errors.append("tiny_vision_pretraining_epochs must be >= 0, got "
                           f"{self.tiny_vision_pretraining_epochs}")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -14,7 +15,7 @@ from peft import LoraConfig
 from transformers import AutoModelForImageTextToText, AutoProcessor, PreTrainedModel, ProcessorMixin
 
 from cpo_pipeline.training.config import TrainingConfig
-from cpo_pipeline.training.tiny_model import TinyModelSpec, build_tiny_model
+from cpo_pipeline.training.tiny_model import OFFLINE_SIZES, build_tiny_model
 
 # What vision-language models call their image encoder: LLaVA, Gemma 3, PaliGemma
 # (`vision_tower`), Qwen2/2.5-VL (`visual`), Idefics / SmolVLM (`vision_model`).
@@ -107,8 +108,10 @@ def meta_model(model_config, config: TrainingConfig) -> PreTrainedModel:
 
 
 def build_tiny(texts: Iterable[str], out_dir: Path, seed: int, vision_examples=None,
-               vision_epochs: int = 0) -> Path:
-    """The tiny offline model, its tokenizer trained on `texts` and its vision tower on
-    `vision_examples` (see `tiny_model.build_tiny_model`), saved into `out_dir`."""
-    return build_tiny_model(texts, TinyModelSpec(seed=seed), out_dir=out_dir,
+               vision_epochs: int = 0, size: str = "tiny") -> Path:
+    """The offline model at `size` (`tiny_model.OFFLINE_SIZES`), its tokenizer trained on
+    `texts` and its vision tower on `vision_examples` (see `tiny_model.build_tiny_model`),
+    saved into `out_dir`."""
+    spec = replace(OFFLINE_SIZES[size], seed=seed)
+    return build_tiny_model(texts, spec, out_dir=out_dir,
                             vision_examples=vision_examples, vision_epochs=vision_epochs)

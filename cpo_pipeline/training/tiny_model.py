@@ -76,6 +76,18 @@ class TinyModelSpec:
         return (self.image_size // self.patch_size) ** 2
 
 
+# The sizes `TrainingConfig.tiny_model_size` names. 'small' keeps the layout and grows every
+# dimension: 64 px images in 8 px patches (64 image tokens), a 4-layer 256-wide CLIP tower, an
+# 8-layer 512-wide Llama (about 38 M parameters): too slow to train on two CPU cores, minutes
+# on one GPU.
+OFFLINE_SIZES = {
+    "tiny": TinyModelSpec(),
+    "small": TinyModelSpec(image_size=64, patch_size=8, vision_hidden_size=256, vision_layers=4,
+                           vision_heads=8, text_hidden_size=512, text_layers=8, text_heads=8,
+                           text_intermediate_size=2048, vocab_size=2048),
+}
+
+
 def train_tokenizer(
     texts: Iterable[str], *, vocab_size: int = TinyModelSpec.vocab_size
 ) -> PreTrainedTokenizerFast:
@@ -207,6 +219,8 @@ def pretrain_vision(
     import torch
 
     tower = model.model.vision_tower
+    # On a GPU when there is one (the 'small' size's tower is slow on CPU), back afterwards.
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     pixels = processor.image_processor(
         [image.convert("RGB") for image in images], return_tensors="pt")["pixel_values"]
     targets = torch.tensor([[label in chosen for label in labels] for chosen in label_sets],
@@ -214,7 +228,8 @@ def pretrain_vision(
     losses = []
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        head = torch.nn.Linear(tower.config.hidden_size, len(labels))
+        head = torch.nn.Linear(tower.config.hidden_size, len(labels)).to(device)
+        tower.to(device)
         optimizer = torch.optim.AdamW([*tower.parameters(), *head.parameters()],
                                       lr=learning_rate, weight_decay=0.01)
         tower.train()
@@ -223,15 +238,17 @@ def pretrain_vision(
             for start in range(0, len(pixels), batch_size):
                 batch = order[start:start + batch_size]
                 # Patch embeddings only: "default" feature selection drops the CLS token too.
-                embedded = tower(pixel_values=pixels[batch]).last_hidden_state[:, 1:].mean(1)
+                embedded = tower(pixel_values=pixels[batch].to(device)).last_hidden_state[
+                    :, 1:].mean(1)
                 loss = torch.nn.functional.binary_cross_entropy_with_logits(
-                    head(embedded), targets[batch])
+                    head(embedded), targets[batch].to(device))
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
                 total += loss.item() * len(batch)
             losses.append(total / max(len(pixels), 1))
         tower.eval()
+        tower.to("cpu")
     return losses
 
 

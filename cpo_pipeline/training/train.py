@@ -84,7 +84,8 @@ def _starting_model(config: TrainingConfig, train, run: Path, state) -> str:
         if state.is_main_process and not (directory / "config.json").is_file():
             build_tiny(training_texts(train), directory, config.seed,
                        vision_examples=_labelled_images(train),
-                       vision_epochs=config.tiny_vision_pretraining_epochs)
+                       vision_epochs=config.tiny_vision_pretraining_epochs,
+                       size=config.tiny_model_size)
     return str(directory)
 
 

@@ -65,3 +65,26 @@ def test_the_report_puts_ours_beside_the_paper_s_in_every_section(tiny_dir, tmp_
                     "## Clinical efficacy", "## Findings text", "## Preference and drift"):
         assert section in report
     assert "| cpo_model (paper, real data) | 77.7 | 72.7 | 87.4 | 95.8 | 75.3 | 81.8 | - |" in report
+
+
+def test_the_likelihood_probes_can_cover_the_first_studies_only(tiny_dir, tmp_path):
+    import pandas as pd
+
+    from cpo_pipeline.concepts.mentions import ConceptExtractor
+    from cpo_pipeline.evaluation.report import model_figures
+    from cpo_pipeline.radiology.chexpert import CHEXPERT_LABELS
+
+    ontology = load_ontology()
+    test = [example(tmp_path, seed) for seed in range(4)]
+    evaluation = evaluate_model(tiny_dir, test, synonym_pairs=synonym_pairs(ontology),
+                                options=EvaluationOptions(max_new_tokens=8, probe_studies=2))
+    labels = pd.DataFrame([dict.fromkeys(CHEXPERT_LABELS) | {"Pleural Effusion": 1.0}] * 4)
+
+    figures = model_figures(evaluation, labels, ["Small left pleural effusion."] * 4, ontology,
+                            ConceptExtractor(ontology), resamples=20, meteor=False)
+
+    assert len(evaluation.answers) == 4  # every study is answered
+    assert list(evaluation.scores["study_id"]) == [100, 101]
+    assert set(evaluation.swaps["study_id"]) <= {100, 101}
+    effusion = figures.auc.set_index("label").loc["Pleural Effusion"]
+    assert (effusion["positives"], effusion["negatives"]) == (2, 0)

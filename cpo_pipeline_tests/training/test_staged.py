@@ -30,7 +30,7 @@ STAGED = ("staged_training_sets", "staged_models", "staged_evaluation")
 _QUIET = {"report_to": "none", "eval_samples": 0, "sample_max_new_tokens": 0}
 SFT = {**_QUIET, "max_steps": 6, "tiny_vision_pretraining_epochs": 1}
 DPO = {**_QUIET, "max_steps": 2}
-EVALUATION = {"max_pairs": 6, "max_new_tokens": 64, "resamples": 50}
+EVALUATION = {"max_pairs": 6, "max_new_tokens": 64, "resamples": 50, "probe_studies": 10}
 
 
 def materialize(data_root, selection, models=None, raise_on_error=True):

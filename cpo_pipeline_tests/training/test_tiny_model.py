@@ -257,3 +257,20 @@ def test_vision_pretraining_teaches_the_tower_the_labels_and_only_the_tower(tiny
                if not torch.equal(value, before[name])}
     assert changed and all(".vision_tower." in f".{name}" for name in changed)
     assert not model.model.vision_tower.training
+
+
+def test_the_small_size_keeps_the_layout_at_about_forty_million_parameters(tmp_path):
+    from cpo_pipeline.training.config import OFFLINE_SIZES as NAMES
+    from cpo_pipeline.training.tiny_model import OFFLINE_SIZES
+
+    small = OFFLINE_SIZES["small"]
+    tokenizer = train_tokenizer(CORPUS, vocab_size=small.vocab_size)
+    model = build_model(tokenizer, small)
+    parameters = sum(p.numel() for p in model.parameters())
+
+    assert tuple(OFFLINE_SIZES) == NAMES and OFFLINE_SIZES["tiny"] == SPEC
+    assert 3e7 < parameters < 4.5e7
+    assert small.image_tokens == 64
+    pixels = torch.zeros(1, 3, small.image_size, small.image_size)
+    embedded = model.model.vision_tower(pixel_values=pixels).last_hidden_state
+    assert embedded.shape == (1, small.image_tokens + 1, small.vision_hidden_size)
