@@ -20,9 +20,10 @@ $(DAGSTER_HOME)/dagster.yaml: dagster.yaml
 	mkdir -p $(DAGSTER_HOME)
 	cp dagster.yaml $(DAGSTER_HOME)/dagster.yaml
 
-# Runs the whole chain on the embedded default (synthetic MIMIC-CXR generated under ./data).
+# Runs the whole chain on the embedded default (synthetic MIMIC-CXR generated under ./data); the
+# staged experiment (job staged_tuning) is left out: the demo's stages hold too few studies.
 demo: $(STAMP) $(DAGSTER_HOME)/dagster.yaml
-	$(BIN)/dagster asset materialize -m cpo_pipeline.definitions --select '*'
+	$(BIN)/dagster asset materialize -m cpo_pipeline.definitions --select 'not group:staged'
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n auto --dist loadfile
