@@ -78,7 +78,20 @@ def staged(data_root: Path, plan: dict, reference: str, seed: int, resamples: in
     summary = json.loads((folder / "staged.json").read_text())
     summary["trained_this_run"] = models.metadata["trained_this_run"].value
     summary["report"] = str(folder / "report.md")
+    summary["answer_lines"] = _answer_lines(folder)
     return summary
+
+
+def _answer_lines(folder: Path) -> dict[str, dict[str, int]]:
+    """Per model (data version): how many test studies got each answer line, the most common
+    first. A model with one line for every study is answering the prevalence, not the image:
+    its matrix row then moves only with each stage's label mix."""
+    import pandas as pd
+
+    generations = pd.read_parquet(folder / "generations.parquet")
+    lines = generations["text"].str.extract(r"The disease of this patient is (.*)$")[0]
+    return {version: lines[rows.index].fillna("(unparsed)").value_counts().head(5).to_dict()
+            for version, rows in generations.groupby("model_version")}
 
 
 def _print(reference: str, summary: dict) -> None:
@@ -88,6 +101,10 @@ def _print(reference: str, summary: dict) -> None:
     print(f"\nreference = {reference}; test studies per stage "
           + ", ".join(f"{j}: {summary['test_studies'][j]}" for j in stages))
     print("  sft (stage 0)      " + "  ".join(f"{summary['initial'][j]:.3f}" for j in stages))
+    constant = [version[:12] for version, counts in summary["answer_lines"].items()
+                if len(counts) == 1]
+    print(f"  models answering every test study with one answer line: {len(constant)} of "
+          f"{len(summary['answer_lines'])}")
     for method, figures in summary["methods"].items():
         print(f"  {method}: average-five accuracy, rows after stage k, columns test stage j")
         for k, row in sorted(figures["matrix"].items(), key=lambda item: int(item[0])):
