@@ -32,7 +32,7 @@ def test_scripted_llm_serves_the_openai_protocol_until_interrupted():
             models = json.load(response)
     finally:
         server.send_signal(signal.SIGINT)
-        server.wait(timeout=10)
+        server.wait(timeout=60)
 
     assert models["data"][0]["id"] == "cpo-test-model"
     assert server.returncode == 0, server.stderr.read()

@@ -135,4 +135,4 @@ def test_the_code_location_command_serves_the_projects_definitions_over_grpc(tmp
         assert healthy is not None and healthy.returncode == 0, healthy.stdout + healthy.stderr
     finally:
         server.terminate()
-        server.wait(timeout=30)
+        server.wait(timeout=120)
