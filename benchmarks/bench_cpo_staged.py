@@ -134,6 +134,7 @@ def main() -> None:
     parser.add_argument("--patients", type=int, help="cohort size (default: full 1200, "
                         "quick 300)")
     parser.add_argument("--drift", type=float, help="DemoConfig.drift (default 0.8)")
+    parser.add_argument("--sft-epochs", type=float, help="epochs of the stage-0 SFT")
     parser.add_argument("--cohort-seed", type=int, default=0)
     parser.add_argument("--resamples", type=int, default=1000)
     parser.add_argument("--data-root", type=Path, help="keep everything here (default: a "
@@ -146,7 +147,7 @@ def main() -> None:
     plan = dict(QUICK if args.quick else FULL)
     plan.update({key: value for key, value in (
         ("patients", args.patients), ("drift", args.drift), ("methods", args.methods),
-        ("references", args.references)) if value is not None})
+        ("references", args.references), ("sft_epochs", args.sft_epochs)) if value is not None})
     results, timings = {}, {}
     with tempfile.TemporaryDirectory() as scratch:
         data_root = args.data_root or Path(scratch)

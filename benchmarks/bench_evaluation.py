@@ -16,6 +16,10 @@ times, in this process:
 Then generation on the tiny offline model (its tokenizer trained on these reports): tokens/s of
 `evaluation.inference.generate` (batched, left-padded, greedy) beside the same examples
 generated one at a time. The model-evaluation asset reports the same figure per trained model.
+And the likelihood probes: `inference.answer_line_scores` (the 13 answer lines after a thinking,
+scored on one shared key-value cache of prompt, image and thinking) beside the baseline it
+replaced, one padded batch of the 13 full sequences through the model; both give the same
+scores, checked here.
 """
 
 from __future__ import annotations
@@ -89,6 +93,55 @@ def _generation(references: list[str], examples: int, max_new_tokens: int) -> No
             print(f"generation, {name:<14} {tokens:>7,} tokens in {seconds:6.1f} s: "
                   f"{tokens / seconds:8.0f} tokens/s")
         print(f"batched / one at a time: {figures['batched (8)'] / figures['one at a time']:.2f}x")
+        _probes(model, processor, rows, references)
+
+
+def _full_sequences(model, processor, example: dict, prefix: str, continuations) -> list[float]:
+    """The baseline: every continuation's whole text (image, prompt, prefix, continuation) in
+    one right-padded batch, as `continuation_logprobs` did before it shared the prefix."""
+    import torch
+
+    from cpo_pipeline.evaluation.inference import _image, prompt_text
+
+    head = prompt_text(processor, example) + prefix
+    image = _image(example)
+    head_length = processor(text=[head], images=[image], return_tensors="pt")["input_ids"].shape[1]
+    tokenizer = processor.tokenizer
+    side, tokenizer.padding_side = tokenizer.padding_side, "right"
+    try:
+        inputs = processor(text=[head + c for c in continuations],
+                           images=[image] * len(continuations), padding=True, return_tensors="pt")
+    finally:
+        tokenizer.padding_side = side
+    with torch.no_grad():
+        logits = model(**inputs).logits.float()
+    logprobs = torch.log_softmax(logits[:, :-1], dim=-1)
+    targets = inputs["input_ids"][:, 1:]
+    token_logprobs = logprobs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    scored = ((torch.arange(targets.shape[1]) >= head_length - 1)
+              & inputs["attention_mask"][:, 1:].bool())
+    return [float(value) for value in (token_logprobs * scored).sum(dim=1)]
+
+
+def _probes(model, processor, rows: list[dict], references: list[str]) -> None:
+    from cpo_pipeline.evaluation.classification import ANSWER_LABELS
+    from cpo_pipeline.evaluation.inference import answer_line_scores
+
+    thinking = references[:len(rows)]
+    lines = [f" The disease of this patient is {label}." for label in ANSWER_LABELS]
+    started = time.perf_counter()
+    baseline = [_full_sequences(model, processor, row, f"<think> {' '.join(text.split())} "
+                                "</think>", lines) for row, text in zip(rows, thinking)]
+    baseline_s = time.perf_counter() - started
+    started = time.perf_counter()
+    shared = [list(answer_line_scores(model, processor, row, text, ANSWER_LABELS).values())
+              for row, text in zip(rows, thinking)]
+    shared_s = time.perf_counter() - started
+    gap = float(np.max(np.abs(np.array(baseline) - np.array(shared))))
+    print(f"\nanswer-line probes, {len(rows)} studies x {len(lines)} lines after the thinking")
+    print(f"  baseline: 13 full sequences per study  {baseline_s / len(rows) * 1000:7.1f} ms/study")
+    print(f"  shared prefix cache                    {shared_s / len(rows) * 1000:7.1f} ms/study")
+    print(f"  speed-up {baseline_s / shared_s:.2f}x; largest score difference {gap:.2e} nats")
 
 
 def main() -> None:

@@ -70,36 +70,51 @@ def generate(model: Any, processor: Any, examples: Sequence[dict], *, max_new_to
 
 def continuation_logprobs(model: Any, processor: Any, example: dict, prefix: str,
                           continuations: Sequence[str]) -> list[float]:
-    """Sum of log p(token) over each continuation's tokens, given the prompt and `prefix`
-    (teacher-forced, one batched forward pass). The continuation's tokens are those the full
-    text has beyond the tokens of prompt + prefix; raises if tokenization merges the two."""
+    """Sum of log p(token) over each continuation's tokens, given the prompt and `prefix`,
+    teacher-forced. The prompt, its image and the prefix go through the model once; the
+    continuations then run together on copies of that key-value cache, so the vision tower and
+    the shared tokens are not recomputed per continuation (13 answer lines after a long
+    thinking cost little more than one). A continuation's tokens are those the full text has
+    beyond the tokens of prompt + prefix; raises if tokenization merges the two."""
     import torch
 
     model.eval()
     tokenizer = processor.tokenizer
     head = prompt_text(processor, example) + prefix
-    texts = [head + continuation for continuation in continuations]
-    image = _image(example)
-    head_ids = processor(text=[head], images=[image], return_tensors="pt")["input_ids"][0]
-    side, tokenizer.padding_side = tokenizer.padding_side, "right"
-    try:
-        inputs = processor(text=texts, images=[image] * len(texts), padding=True,
-                           return_tensors="pt")
-    finally:
-        tokenizer.padding_side = side
-    ids, mask = inputs["input_ids"], inputs["attention_mask"]
-    if not (ids[:, :len(head_ids)] == head_ids).all():
-        raise ValueError("the continuations change how the prefix tokenizes; start each "
-                         "continuation at a word boundary (e.g. with a space)")
-    device_inputs = {key: value.to(model.device) for key, value in inputs.items()}
+    # Text-only tokenization is enough to cut each continuation off the shared head: the
+    # processor's image-token expansion happens inside the head, the same for every text.
+    head_text_ids = tokenizer(head, add_special_tokens=False)["input_ids"]
+    tails = []
+    for continuation in continuations:
+        ids = tokenizer(head + continuation, add_special_tokens=False)["input_ids"]
+        if ids[:len(head_text_ids)] != head_text_ids:
+            raise ValueError("the continuations change how the prefix tokenizes; start each "
+                             "continuation at a word boundary (e.g. with a space)")
+        tails.append(ids[len(head_text_ids):])
+    if not all(tails):
+        raise ValueError("an empty continuation has no tokens to score")
+
+    inputs = processor(text=[head], images=[_image(example)], return_tensors="pt")
+    inputs = {key: value.to(model.device) for key, value in inputs.items()}
+    width = max(len(tail) for tail in tails)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    tail_ids = torch.tensor([tail + [pad] * (width - len(tail)) for tail in tails],
+                            device=model.device)
+    tail_mask = torch.tensor([[1] * len(tail) + [0] * (width - len(tail)) for tail in tails],
+                             device=model.device)
     with torch.no_grad():
-        logits = model(**device_inputs).logits.float()
-    logprobs = torch.log_softmax(logits[:, :-1], dim=-1)
-    targets = ids[:, 1:].to(logprobs.device)
-    token_logprobs = logprobs.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-    positions = torch.arange(targets.shape[1], device=logprobs.device)
-    scored = (positions >= len(head_ids) - 1) & mask[:, 1:].bool().to(logprobs.device)
-    return [float(value) for value in (token_logprobs * scored).sum(dim=1)]
+        shared = model(**inputs, use_cache=True)
+        cache = shared.cache
+        cache.batch_repeat_interleave(len(tails))
+        head_mask = inputs["attention_mask"].expand(len(tails), -1)
+        # Right padding: a continuation's own tokens never attend to the pads after them.
+        rest = model(input_ids=tail_ids, attention_mask=torch.cat([head_mask, tail_mask], dim=1),
+                     cache=cache, use_cache=True)
+    first = torch.log_softmax(shared.logits[0, -1].float(), dim=-1)
+    following = torch.log_softmax(rest.logits[:, :-1].float(), dim=-1)
+    logprobs = torch.cat([first.expand(len(tails), -1).unsqueeze(1), following], dim=1)
+    token_logprobs = logprobs.gather(-1, tail_ids.unsqueeze(-1)).squeeze(-1)
+    return [float(value) for value in (token_logprobs * tail_mask).sum(dim=1)]
 
 
 def answer_line_scores(model: Any, processor: Any, example: dict, findings: str,
