@@ -39,11 +39,11 @@ from bench_cpo_synthetic import _ENVIRONMENT, _materialize, build_cohort
 # Full: 1,200 patients with drift 0.8, where the train studies' No Finding share falls from
 # about 0.4 in stage 0 to about 0.2 in stage 2 and Edema's rises from about 0.06 to 0.2 (flat
 # with no drift), so a stage-0 model meets a different label mix later. SFT on stage 0 sees a
-# third of the train split, hence three epochs where the unstaged SFT takes two. The size is
-# set by the evaluation: twelve models, each scored with teacher-forced probes per study and
-# pair (about 0.13 s per pass on two cores), so the probes cover 100 test studies and 60 pairs
-# while accuracy covers every test study; one reference fits the time, `--references sft
-# previous` runs both (the second reuses the SFT runs and the stage-0 DPO runs). Quick: 300
+# quarter to a third of the train split, hence three epochs where the unstaged SFT takes two.
+# The size is set by the evaluation: twelve models, each scored with teacher-forced probes per
+# study and pair (0.13 s a pass on two cores before the shared prefix cache, 1.6x less since),
+# so the probes cover 100 test studies and 60 pairs while accuracy covers every test study; one
+# reference fits the time, `--references sft previous` runs both (the second reuses the SFT runs and the stage-0 DPO runs). Quick: 300
 # patients, the plumbing and the figures' shape in CI time (continued SFT and CPO, reference
 # sft; each training run takes 12-20 s on two cores, start-up included); its models learn
 # little.
