@@ -43,8 +43,8 @@ from bench_cpo_synthetic import _ENVIRONMENT, _materialize, build_cohort
 # The size is set by the evaluation: twelve models, each scored with teacher-forced probes per
 # study and pair (0.13 s a pass on two cores before the shared prefix cache, 1.6x less since),
 # so the probes cover 100 test studies and 60 pairs while accuracy covers every test study; one
-# reference fits the time, `--references sft previous` runs both (the second reuses the SFT runs and the stage-0 DPO runs). Quick: 300
-# patients, the plumbing and the figures' shape in CI time (continued SFT and CPO, reference
+# reference fits the time, `--references sft previous` runs both (the second reuses the SFT
+# runs and the stage-0 DPO runs). Quick: 300 patients, the plumbing and the figures' shape in CI time (continued SFT and CPO, reference
 # sft; each training run takes 12-20 s on two cores, start-up included); its models learn
 # little.
 METHODS = ["sft", "cpo", "dpo_random", "cpo_no_cot"]
