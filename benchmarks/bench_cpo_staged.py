@@ -44,9 +44,9 @@ from bench_cpo_synthetic import _ENVIRONMENT, _materialize, build_cohort
 # study and pair (0.13 s a pass on two cores before the shared prefix cache, 1.6x less since),
 # so the probes cover 100 test studies and 60 pairs while accuracy covers every test study; one
 # reference fits the time, `--references sft previous` runs both (the second reuses the SFT
-# runs and the stage-0 DPO runs). Quick: 300 patients, the plumbing and the figures' shape in CI time (continued SFT and CPO, reference
-# sft; each training run takes 12-20 s on two cores, start-up included); its models learn
-# little.
+# runs and the stage-0 DPO runs). Quick: 300 patients, the plumbing and the figures' shape in
+# CI time (continued SFT and CPO, reference sft; each training run takes 12-20 s on two cores,
+# start-up included); its models learn little.
 METHODS = ["sft", "cpo", "dpo_random", "cpo_no_cot"]
 FULL = {"patients": 1200, "drift": 0.8, "sft_epochs": 3.0, "max_pairs": 60,
         "probe_studies": 100, "methods": METHODS, "references": ["sft"]}
