@@ -125,21 +125,23 @@ def _full_sequences(model, processor, example: dict, prefix: str, continuations)
 
 def _probes(model, processor, rows: list[dict], references: list[str]) -> None:
     from cpo_pipeline.evaluation.classification import ANSWER_LABELS
-    from cpo_pipeline.evaluation.inference import answer_line_scores
+    from cpo_pipeline.evaluation.inference import answer_line_probe, answer_line_scores
 
     thinking = references[:len(rows)]
-    lines = [f" The disease of this patient is {label}." for label in ANSWER_LABELS]
     started = time.perf_counter()
-    baseline = [_full_sequences(model, processor, row, f"<think> {' '.join(text.split())} "
-                                "</think>", lines) for row, text in zip(rows, thinking)]
+    baseline = [_full_sequences(model, processor, row,
+                                *answer_line_probe(text, ANSWER_LABELS))
+                for row, text in zip(rows, thinking)]
     baseline_s = time.perf_counter() - started
     started = time.perf_counter()
     shared = [list(answer_line_scores(model, processor, row, text, ANSWER_LABELS).values())
               for row, text in zip(rows, thinking)]
     shared_s = time.perf_counter() - started
     gap = float(np.max(np.abs(np.array(baseline) - np.array(shared))))
-    print(f"\nanswer-line probes, {len(rows)} studies x {len(lines)} lines after the thinking")
-    print(f"  baseline: 13 full sequences per study  {baseline_s / len(rows) * 1000:7.1f} ms/study")
+    lines = len(ANSWER_LABELS)
+    print(f"\nanswer-line probes, {len(rows)} studies x {lines} lines after the thinking")
+    print(f"  baseline: {lines} full sequences per study  "
+          f"{baseline_s / len(rows) * 1000:7.1f} ms/study")
     print(f"  shared prefix cache                    {shared_s / len(rows) * 1000:7.1f} ms/study")
     print(f"  speed-up {baseline_s / shared_s:.2f}x; largest score difference {gap:.2e} nats")
 
