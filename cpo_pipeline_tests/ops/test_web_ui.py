@@ -194,6 +194,12 @@ def dagster_ui(tmp_path) -> Iterator[DagsterUI]:
     instance_yaml = (REPO_ROOT / "dagster.yaml").read_text()
     (home / "dagster.yaml").write_text(
         f"{instance_yaml}\ncode_servers:\n  local_startup_timeout: {CODE_SERVER_STARTUP_S}\n")
+    # The instance's SQLite storage, created and migrated once before the two servers start:
+    # both creating it at the same moment can write two alembic heads, and the code location
+    # then fails to load ("more than one head present").
+    import dagster
+
+    dagster.DagsterInstance.from_config(str(home)).dispose()
     # Written before the servers start, so the run finds a complete tree and skips generating
     # the default (larger) one.
     ensure_demo_tree(load_settings({DATA_ROOT_ENV: str(data_root)}).demo_root,
