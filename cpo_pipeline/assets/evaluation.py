@@ -36,7 +36,19 @@ _REFERENCE = {"cpo_model": "sft_model", "dpo_random_model": "sft_model",
 EVALUATION_DIRNAME = "evaluation"
 
 
-class EvaluationConfig(dg.Config):
+class ScoringConfig(dg.Config):
+    """What every evaluation of models on the test studies shares (model_evaluation's and
+    staged_evaluation's configs add what they score)."""
+
+    max_new_tokens: int = Field(default=160, description="Greedy generation length.")
+    batch_size: int = Field(default=8, description="Studies per generation batch.")
+    beta: float = Field(default=0.1, description="DPO beta of the reported preference reward.")
+    resamples: int = Field(default=1000, description="Patient-bootstrap resamples per interval.")
+    seed: int = Field(default=0, description="Seed of the bootstrap resamples.")
+    force: bool = Field(default=False, description="Evaluate again though nothing changed.")
+
+
+class EvaluationConfig(ScoringConfig):
     models: list[str] = Field(
         default_factory=lambda: list(MODELS),
         description="Which model assets to evaluate (those not materialized are skipped and "
@@ -54,13 +66,7 @@ class EvaluationConfig(dg.Config):
     include_base: bool = Field(
         default=False,
         description="Also evaluate the untuned model sft_model started from, as 'base_model'.")
-    max_new_tokens: int = Field(default=160, description="Greedy generation length.")
-    batch_size: int = Field(default=8, description="Studies per generation batch.")
-    beta: float = Field(default=0.1, description="DPO beta of the reported preference reward.")
-    resamples: int = Field(default=1000, description="Patient-bootstrap resamples per interval.")
-    seed: int = Field(default=0, description="Seed of the bootstrap resamples.")
     meteor: bool = Field(default=True, description="Compute METEOR (needs Java).")
-    force: bool = Field(default=False, description="Evaluate again though nothing changed.")
 
 
 def _rows(directory: Path) -> list[dict]:

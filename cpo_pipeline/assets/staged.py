@@ -25,6 +25,7 @@ from pydantic import Field
 
 from cpo_pipeline.assets.evaluation import (
     EVALUATION_DIRNAME,
+    ScoringConfig,
     held_out_pairs,
     leakage_check,
     test_rows,
@@ -54,6 +55,8 @@ from cpo_pipeline.training import layout
 from cpo_pipeline.training.config import DPO, SFT
 
 STAGED_VERSION = "1"
+# The evaluation's own: "2" added the No Finding floor and the exact-answer matrices.
+STAGED_EVALUATION_VERSION = "2"
 _GROUP = "staged"
 _ASSET = "staged_models"
 # Each method and the training set its stages take their rows from.
@@ -245,7 +248,7 @@ def staged_models(context: dg.AssetExecutionContext, config: StagedModelsConfig,
             {name: [e["data_version"] for e in entries] for name, entries in runs.items()})))
 
 
-class StagedEvaluationConfig(dg.Config):
+class StagedEvaluationConfig(ScoringConfig):
     max_pairs: int = Field(
         default=100,
         description="Score at most this many held-out preference pairs per model (a fixed "
@@ -255,17 +258,13 @@ class StagedEvaluationConfig(dg.Config):
         description="Run the per-study likelihood probes (synonym swaps, answer-line scores) on "
         "the first this many test studies of the split; 0: all. Accuracy always covers every "
         "test study; the probes cost a teacher-forced pass per study and candidate, per model.")
-    max_new_tokens: int = Field(default=160, description="Greedy generation length.")
     batch_size: int = Field(default=16, description="Studies per generation batch.")
-    beta: float = Field(default=0.1, description="DPO beta of the reported preference reward.")
     resamples: int = Field(default=200, description="Patient-bootstrap resamples per interval.")
-    seed: int = Field(default=0, description="Seed of the bootstrap resamples.")
-    force: bool = Field(default=False, description="Evaluate again though nothing changed.")
 
 
 @dg.asset(
     group_name=_GROUP,
-    code_version=STAGED_VERSION,
+    code_version=STAGED_EVALUATION_VERSION,
     deps=[staged_models, sft_dataset, preference_pairs],
     kinds={"pytorch"},
     check_specs=[dg.AssetCheckSpec(
@@ -291,8 +290,8 @@ def staged_evaluation(context: dg.AssetExecutionContext, config: StagedEvaluatio
     # (a run reused rather than trained is the same model).
     cells = {method: [(e["stage"], e["data_version"]) for e in entries]
              for method, entries in manifest["runs"].items()}
-    key = content_hash([STAGED_VERSION, config.model_dump(), manifest["reference"], cells,
-                        [row["study_id"] for row in test]])
+    key = content_hash([STAGED_EVALUATION_VERSION, config.model_dump(), manifest["reference"],
+                        cells, [row["study_id"] for row in test]])
     folder = data_root / EVALUATION_DIRNAME / "staged" / key[:16]
     if not (folder / "report.md").is_file() or config.force:
         _evaluate_staged(context, config, data_root, manifest, models, test, cxr_studies,
@@ -318,7 +317,7 @@ def _evaluate_staged(context, config: StagedEvaluationConfig, data_root: Path, m
                      folder: Path) -> None:
     from cpo_pipeline.concepts.mentions import ConceptExtractor
     from cpo_pipeline.concepts.ontology import load_ontology
-    from cpo_pipeline.evaluation.classification import reference_answers
+    from cpo_pipeline.evaluation.classification import AVERAGE_FIVE, EXACT, reference_answers
     from cpo_pipeline.evaluation.drift import synonym_pairs
     from cpo_pipeline.evaluation.evaluate import EvaluationOptions, evaluate_model
     from cpo_pipeline.evaluation.plots import staged_png
@@ -328,6 +327,7 @@ def _evaluate_staged(context, config: StagedEvaluationConfig, data_root: Path, m
         accuracy_by_stage,
         backward_transfer,
         forgetting,
+        no_finding_floor,
         stage_matrix,
         staged_markdown,
     )
@@ -361,22 +361,28 @@ def _evaluate_staged(context, config: StagedEvaluationConfig, data_root: Path, m
         answers.append(evaluation.answers.drop(columns=["error"]).assign(model_version=version))
     initial_version = manifest["runs"][INITIAL][0]["data_version"]
     matrices, probes, methods = {}, {}, {}
+    exact = {"sft (stage 0)": stage_matrix({0: scored[initial_version][0]}, EXACT)}
     for method, entries in manifest["runs"].items():
         if method == INITIAL:
             continue
         per_stage = {e["stage"]: scored[e["data_version"]][0] for e in entries}
         matrices[method] = stage_matrix(per_stage)
+        exact[method] = stage_matrix(per_stage, EXACT)
         probes[method] = {e["stage"]: scored[e["data_version"]][1] for e in entries}
         matrix = matrices[method]
-        methods[method] = {"matrix": {int(k): {int(j): float(v) for j, v in row.items()}
-                                      for k, row in matrix.iterrows()},
+        methods[method] = {"matrix": _nested(matrix),
                            "final_mean": float(matrix.iloc[-1].mean()),
                            "forgetting": forgetting(matrix),
                            "backward_transfer": backward_transfer(matrix),
+                           "exact_matrix": _nested(exact[method]),
                            "probes": probes[method],
                            "per_stage": {e["stage"]: per_stage[e["stage"]].to_dict("records")
                                          for e in entries}}
     initial_table = stage_matrix({0: scored[initial_version][0]}).iloc[0]
+    floor_rows = no_finding_floor(reference, test_stages, [row["subject_id"] for row in test],
+                                  resamples=config.resamples, seed=config.seed)
+    floor = floor_rows[floor_rows["label"].isin([AVERAGE_FIVE, EXACT])].pivot(
+        index="label", columns="test_stage", values="accuracy")
     test_counts = pd.Series(test_stages).value_counts().sort_index()
     folder.mkdir(parents=True, exist_ok=True)
     with atomic_target(folder / "generations.parquet") as tmp:
@@ -387,13 +393,22 @@ def _evaluate_staged(context, config: StagedEvaluationConfig, data_root: Path, m
             "test_studies": {int(k): int(v) for k, v in test_counts.items()},
             "initial": {int(j): float(v) for j, v in initial_table.items()},
             "initial_probes": scored[initial_version][1], "methods": methods,
+            "initial_exact": _nested(exact["sft (stage 0)"])[0],
+            "floor": {label: {int(j): float(v) for j, v in row.items()}
+                      for label, row in floor.iterrows()},
+            "floor_per_stage": floor_rows.to_dict("records"),
         }, indent=1, default=float))
     with atomic_target(folder / "accuracy_by_stage.png") as tmp:
         tmp.write_bytes(staged_png(matrices, initial_table))
     with atomic_target(folder / "report.md") as tmp:
         tmp.write_text(staged_markdown(
             matrices, initial_table, probes, reference=manifest["reference"],
-            test_studies={int(k): int(v) for k, v in test_counts.items()}))
+            test_studies={int(k): int(v) for k, v in test_counts.items()},
+            floor=floor, exact=exact))
+
+
+def _nested(matrix: pd.DataFrame) -> dict[int, dict[int, float]]:
+    return {int(k): {int(j): float(v) for j, v in row.items()} for k, row in matrix.iterrows()}
 
 
 STAGED_ASSETS = (staged_training_sets, staged_models, staged_evaluation)

@@ -20,10 +20,13 @@ import numpy as np
 import pandas as pd
 
 from cpo_pipeline.evaluation.classification import (
+    ANSWER_LABELS,
     AVERAGE_FIVE,
+    EXACT,
     PAPER_FIVE,
     accuracy_table,
 )
+from cpo_pipeline.radiology.chexpert import NO_FINDING
 
 # The probes whose trajectory across stages is reported (from `report.model_figures`).
 TRAJECTORY_PROBES = (
@@ -49,6 +52,19 @@ def accuracy_by_stage(answers: pd.DataFrame, reference: pd.DataFrame, stages: Se
                                resamples=resamples, seed=seed)
         rows.append(table.assign(test_stage=stage))
     return pd.concat(rows, ignore_index=True)
+
+
+def no_finding_floor(reference: pd.DataFrame, stages: Sequence[int], subject_ids: Sequence,
+                     *, resamples: int, seed: int) -> pd.DataFrame:
+    """What answering "No Finding" for every study scores on each test stage, as
+    `accuracy_by_stage` rows: the floor a model must clear to show it reads the image. A
+    constant negative answer's average-five accuracy is one minus the diseases' prevalence,
+    so it moves with each stage's label mix, and a model stuck on it looks strong there."""
+    answers = pd.DataFrame({label: label == NO_FINDING for label in ANSWER_LABELS},
+                           index=range(len(reference)))
+    answers["parsed"] = True
+    answers["subject_id"] = np.asarray(subject_ids)
+    return accuracy_by_stage(answers, reference, stages, resamples=resamples, seed=seed)
 
 
 def stage_matrix(per_stage: Mapping[int, pd.DataFrame], label: str = AVERAGE_FIVE
@@ -91,11 +107,19 @@ def _signed(value: float | None) -> str:
     return "n/a" if value is None or np.isnan(value) else f"{100 * value:+.1f}"
 
 
+def _row(name: object, values: pd.Series, stages: Sequence[int]) -> str:
+    return (f"| {name} | " + " | ".join(_percent(values.get(j)) for j in stages)
+            + f" | {_percent(float(values.mean()))} |")
+
+
 def staged_markdown(matrices: Mapping[str, pd.DataFrame], initial: pd.Series,
                     probes: Mapping[str, Mapping[int, Mapping[str, float | None]]],
-                    *, reference: str, test_studies: Mapping[int, int]) -> str:
+                    *, reference: str, test_studies: Mapping[int, int],
+                    floor: pd.DataFrame, exact: Mapping[str, pd.DataFrame]) -> str:
     """The staged report: per method the accuracy matrix, forgetting and backward transfer,
-    then the probes' trajectory. `initial`: the stage-0 SFT model's accuracy per test stage."""
+    the exact-answer matrices, then the probes' trajectory. `initial`: the stage-0 SFT model's
+    accuracy per test stage; `floor`: `no_finding_floor`'s accuracy (rows: label, columns:
+    test stage); `exact`: per method (and 'sft (stage 0)') the exact-answer `stage_matrix`."""
     stages = sorted(test_studies)
     header = "| after stage | " + " | ".join(
         f"test stage {j} (n={test_studies[j]})" for j in stages) + " | mean |"
@@ -107,20 +131,28 @@ def staged_markdown(matrices: Mapping[str, pd.DataFrame], initial: pd.Series,
              "better). Backward transfer: after the last stage minus right after learning the "
              "stage (negative means forgetting)."), "",
              "## Starting point: SFT on stage 0", "", header, rule,
-             "| sft (stage 0) | " + " | ".join(_percent(initial.get(j)) for j in stages)
-             + f" | {_percent(float(initial.mean()))} |", ""]
+             _row("sft (stage 0)", initial, stages),
+             _row("every answer 'No Finding' (the floor)", floor.loc[AVERAGE_FIVE], stages),
+             ""]
     summary = ["## Summary", "", "| method | final mean | forgetting | backward transfer |",
                "|---|---|---|---|"]
     for method, matrix in matrices.items():
         lines += [f"## {method}", "", header, rule]
-        for trained, row in matrix.iterrows():
-            lines.append(f"| {trained} | " + " | ".join(_percent(row.get(j)) for j in stages)
-                         + f" | {_percent(float(row.mean()))} |")
+        lines += [_row(trained, row, stages) for trained, row in matrix.iterrows()]
         lines.append("")
         final = float(matrix.iloc[-1].mean())
         summary.append(f"| {method} | {_percent(final)} | {_signed(forgetting(matrix))} | "
                        f"{_signed(backward_transfer(matrix))} |")
-    lines += [*summary, "", "## Drift probes after each stage", "",
+    lines += [*summary, "", "## Exact answer after each stage", "",
+              ("Exact-answer accuracy %: the answer line names exactly the reference's labels. "
+               "It separates a model that reads the image from one that answers the label mix "
+               "better than the average five does."), "",
+              "| model | " + header[len("| after stage | "):], rule,
+              _row("every answer 'No Finding' (the floor)", floor.loc[EXACT], stages)]
+    for name, matrix in exact.items():
+        lines += [_row(f"{name}, after {trained}" if name in matrices else name, row, stages)
+                  for trained, row in matrix.iterrows()]
+    lines += ["", "## Drift probes after each stage", "",
               "| method | after stage | " + " | ".join(TRAJECTORY_PROBES) + " |",
               "|---|---|" + "---|" * len(TRAJECTORY_PROBES)]
     for method, by_stage in probes.items():

@@ -15,13 +15,19 @@ from cpo_pipeline.definitions import defs
 from cpo_pipeline.evaluation.classification import (
     ANSWER_LABELS,
     AVERAGE_FIVE,
+    EXACT,
     PAPER_FIVE,
     correct_matrix,
     reference_answers,
 )
-from cpo_pipeline.evaluation.staged import backward_transfer, forgetting, stage_matrix
+from cpo_pipeline.evaluation.staged import (
+    backward_transfer,
+    forgetting,
+    no_finding_floor,
+    stage_matrix,
+)
 from cpo_pipeline.preference.export import dataset_dir
-from cpo_pipeline.radiology.chexpert import CHEXPERT_LABELS
+from cpo_pipeline.radiology.chexpert import CHEXPERT_LABELS, NO_FINDING
 from cpo_pipeline.resources.rooted import rooted_resources
 from cpo_pipeline.training import layout
 from cpo_pipeline_tests.pipeline import ASSETS
@@ -163,8 +169,17 @@ def test_the_staged_evaluation_scores_every_model_on_every_stage_and_its_figures
         assert metadata[f"{method}/forgetting"] == pytest.approx(figures["forgetting"])
         assert set(figures["probes"]["0"]) >= {"flip rate after a synonym swap",
                                                "reward accuracy"}
+        assert pd.DataFrame(figures["exact_matrix"]).shape == (3, 3)
+    # The floor's exact answer is right exactly on the studies with no positive disease.
+    ids = [row["study_id"] for row in test]
+    normal = reference_answers(studies.loc[ids, list(CHEXPERT_LABELS)])[NO_FINDING].to_numpy()
+    stage_of = studies.loc[ids, "stage"].to_numpy()
+    for stage in summary["test_studies"]:
+        assert summary["floor"][EXACT][stage] == pytest.approx(
+            normal[stage_of == int(stage)].mean())
     report = (folder / "report.md").read_text()
     assert "## cpo" in report and "## sft" in report and "forgetting" in report
+    assert "(the floor)" in report and "## Exact answer after each stage" in report
     assert (folder / "accuracy_by_stage.png").read_bytes().startswith(b"\x89PNG")
 
 
@@ -183,6 +198,21 @@ def test_an_unknown_method_fails_with_the_choices(staged):
     [failure] = [event for event in result.all_events if event.is_step_failure]
     assert "methods must be some of ['sft', 'cpo', 'dpo_random', 'cpo_no_cot']" in str(
         failure.event_specific_data.error)
+
+
+def test_the_no_finding_floor_scores_a_constant_negative_answer_per_stage():
+    # Stage 0: a normal study and one with edema; stage 1: pneumonia with consolidation, normal.
+    positives = [set(), {"Edema"}, {"Pneumonia", "Consolidation"}, set()]
+    reference = pd.DataFrame([{label: label in named for label in ANSWER_LABELS}
+                              for named in positives])
+    reference[NO_FINDING] = [not named for named in positives]
+    floor = no_finding_floor(reference, [0, 0, 1, 1], ["a", "b", "c", "d"],
+                             resamples=20, seed=0).set_index(["label", "test_stage"])
+    assert floor.loc[(EXACT, 0), "accuracy"] == floor.loc[(EXACT, 1), "accuracy"] == 0.5
+    # Of the five: the edema study gets 4 of 5 right, the pneumonia one 3 of 5.
+    assert floor.loc[(AVERAGE_FIVE, 0), "accuracy"] == pytest.approx((1 + 0.8) / 2)
+    assert floor.loc[(AVERAGE_FIVE, 1), "accuracy"] == pytest.approx((0.6 + 1) / 2)
+    assert floor["unparsed"].eq(0).all()
 
 
 def test_forgetting_and_backward_transfer_on_a_known_matrix():
