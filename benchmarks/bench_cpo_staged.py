@@ -14,7 +14,9 @@ starts from) and method:
 - the average-five accuracy matrix (after stage k x test stage j) and the final model's
   accuracy per test stage with its 95% patient-bootstrap interval;
 - forgetting (Chaudhry et al.) and backward transfer;
-- the drift probes after each stage.
+- the exact-answer matrix;
+- the drift probes after each stage;
+and, once per reference, the floor (every answer "No Finding") on both figures.
 `--json` writes the staged evaluations' figures with the plan and timings.
 
     .venv/bin/python benchmarks/bench_cpo_staged.py [--quick] [--json out.json]
@@ -106,8 +108,10 @@ def _print(reference: str, summary: dict) -> None:
 
     print(f"\nreference = {reference}; test studies per stage "
           + ", ".join(f"{j}: {summary['test_studies'][j]}" for j in stages))
-    print(f"  sft (stage 0)      {cells(summary['initial'])}")
-    print(f"  all 'No Finding'   {cells(summary['floor'][AVERAGE_FIVE])}   (the floor)")
+    print(f"  sft (stage 0)      {cells(summary['initial'])}   (exact answer "
+          f"{cells(summary['initial_exact'])})")
+    print(f"  all 'No Finding'   {cells(summary['floor'][AVERAGE_FIVE])}   (exact answer "
+          f"{cells(summary['floor'][EXACT])}: the floor)")
     constant = [version[:12] for version, counts in summary["answer_lines"].items()
                 if len(counts) == 1]
     print(f"  models answering every test study with one answer line: {len(constant)} of "
@@ -124,8 +128,7 @@ def _print(reference: str, summary: dict) -> None:
                                 for name in ("forgetting", "backward_transfer"))
         print(f"    final mean {figures['final_mean']:.3f}; forgetting {forgetting}; "
               f"backward transfer {transfer}")
-        print(f"    exact answer (floor {cells(summary['floor'][EXACT])}; sft stage 0 "
-              f"{cells(summary['initial_exact'])})")
+        print("    exact answer, rows after stage k")
         for k, row in sorted(figures["exact_matrix"].items(), key=lambda item: int(item[0])):
             print(f"    after {k}           {cells(row)}")
         for k, probes in sorted(figures["probes"].items(), key=lambda item: int(item[0])):

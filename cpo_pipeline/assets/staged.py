@@ -270,9 +270,10 @@ class StagedEvaluationConfig(ScoringConfig):
     check_specs=[dg.AssetCheckSpec(
         "staged_evaluation_sees_no_training_data", asset="staged_evaluation", blocking=True,
         description="No test study, and no patient of one, is in any training split.")],
-    description="Every staged model on every stage's test studies: the average-five accuracy "
-    "matrix (after stage k x test stage j) per method, forgetting and backward transfer, and "
-    "the drift probes after each stage; a markdown report under <data_root>/evaluation/staged/.",
+    description="Every staged model on every stage's test studies: the average-five and "
+    "exact-answer matrices (after stage k x test stage j) per method beside the all-'No "
+    "Finding' floor, forgetting and backward transfer, and the drift probes after each stage; "
+    "a markdown report under <data_root>/evaluation/staged/.",
 )
 def staged_evaluation(context: dg.AssetExecutionContext, config: StagedEvaluationConfig,
                       settings: PipelineSettings, cxr_studies: pd.DataFrame):

@@ -107,6 +107,9 @@ def _signed(value: float | None) -> str:
     return "n/a" if value is None or np.isnan(value) else f"{100 * value:+.1f}"
 
 
+_FLOOR = "every answer 'No Finding' (the floor)"
+
+
 def _row(name: object, values: pd.Series, stages: Sequence[int]) -> str:
     return (f"| {name} | " + " | ".join(_percent(values.get(j)) for j in stages)
             + f" | {_percent(float(values.mean()))} |")
@@ -132,7 +135,7 @@ def staged_markdown(matrices: Mapping[str, pd.DataFrame], initial: pd.Series,
              "stage (negative means forgetting)."), "",
              "## Starting point: SFT on stage 0", "", header, rule,
              _row("sft (stage 0)", initial, stages),
-             _row("every answer 'No Finding' (the floor)", floor.loc[AVERAGE_FIVE], stages),
+             _row(_FLOOR, floor.loc[AVERAGE_FIVE], stages),
              ""]
     summary = ["## Summary", "", "| method | final mean | forgetting | backward transfer |",
                "|---|---|---|---|"]
@@ -148,7 +151,7 @@ def staged_markdown(matrices: Mapping[str, pd.DataFrame], initial: pd.Series,
                "It separates a model that reads the image from one that answers the label mix "
                "better than the average five does."), "",
               "| model | " + header[len("| after stage | "):], rule,
-              _row("every answer 'No Finding' (the floor)", floor.loc[EXACT], stages)]
+              _row(_FLOOR, floor.loc[EXACT], stages)]
     for name, matrix in exact.items():
         lines += [_row(f"{name}, after {trained}" if name in matrices else name, row, stages)
                   for trained, row in matrix.iterrows()]
