@@ -82,8 +82,8 @@ def build_cohort(data_root: Path, patients: int, cohort_seed: int, drift: float 
     """The raw tree (`drift`: how far the label mix moves along each patient's course,
     `DemoConfig.drift`) and every dataset asset from it (`run_config`: theirs); returns the
     cohort's sizes."""
-    from cpo_pipeline.demo.bootstrap import ensure_demo_tree
     from cpo_pipeline.demo.generator import DemoConfig
+    from cpo_pipeline.demo.tree import ensure_demo_tree
 
     ensure_demo_tree(data_root / "demo" / "mimic-cxr",
                      DemoConfig(patients=patients, seed=cohort_seed, image_size=IMAGE_SIZE,
@@ -150,7 +150,7 @@ def aggregate(per_seed: list[dict[str, pd.DataFrame]], figures: list[dict],
               resamples: int) -> dict:
     """Mean over seeds with patient-bootstrap intervals, CPO's paired differences, and the
     seeds' AUCs and probes averaged."""
-    from cpo_pipeline.evaluation.bootstrap import mean_interval, resample_weights
+    from cpo_pipeline.evaluation.resampling import mean_interval, resample_weights
 
     groups = per_seed[0][METHODS[0]].attrs["subject_id"]
     weights = resample_weights(groups, resamples, 0)

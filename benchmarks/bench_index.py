@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from cpo_pipeline import layout
+from cpo_pipeline import mimic_layout
 from cpo_pipeline.radiology.chexpert import CHEXPERT_LABELS
 
 TARGET_RATIO = 2.0  # the pipeline's validation may cost at most as much again as the bare read
@@ -56,12 +56,12 @@ def write_tables(root: Path, images: int, studies: int, patients: int, seed: int
     gz = {"method": "gzip", "compresslevel": 6, "mtime": 0}
     pd.DataFrame({"subject_id": subject, "study_id": study, "dicom_id": dicom_ids,
                   "path": folder + "/" + pd.Series(dicom_ids) + ".dcm"}).to_csv(
-        root / f"{layout.RECORD_LIST}.gz", index=False, compression=gz)
+        root / f"{mimic_layout.RECORD_LIST}.gz", index=False, compression=gz)
     study_folder = ("files/p" + pd.Series(study_subject.astype(str)).str[:2] + "/p"
                     + study_subject.astype(str) + "/s" + study_ids.astype(str))
     pd.DataFrame({"subject_id": study_subject, "study_id": study_ids,
                   "path": study_folder + ".txt"}).to_csv(
-        root / f"{layout.STUDY_LIST}.gz", index=False, compression=gz)
+        root / f"{mimic_layout.STUDY_LIST}.gz", index=False, compression=gz)
     dates = 21000101 + rng.integers(0, 99, images) * 10000 + rng.integers(1, 13, images) * 100 + 1
     pd.DataFrame({
         "dicom_id": dicom_ids, "subject_id": subject, "study_id": study,
@@ -71,16 +71,16 @@ def write_tables(root: Path, images: int, studies: int, patients: int, seed: int
         "ProcedureCodeSequence_CodeMeaning": "CHEST (PA AND LAT)",
         "ViewCodeSequence_CodeMeaning": "postero-anterior",
         "PatientOrientationCodeSequence_CodeMeaning": "Erect",
-    }).to_csv(root / f"{layout.METADATA}.gz", index=False, compression=gz)
+    }).to_csv(root / f"{mimic_layout.METADATA}.gz", index=False, compression=gz)
     patient_split = dict(zip(subject_ids.astype(str), rng.choice(
-        list(layout.SPLITS), size=patients, p=[0.978, 0.008, 0.014])))
+        list(mimic_layout.SPLITS), size=patients, p=[0.978, 0.008, 0.014])))
     pd.DataFrame({"dicom_id": dicom_ids, "study_id": study, "subject_id": subject,
                   "split": [patient_split[s] for s in subject]}).to_csv(
-        root / f"{layout.SPLIT}.gz", index=False, compression=gz)
+        root / f"{mimic_layout.SPLIT}.gz", index=False, compression=gz)
     labels = pd.DataFrame({"subject_id": study_subject, "study_id": study_ids})
     for name in CHEXPERT_LABELS:
         labels[name] = rng.choice(["1.0", "0.0", "-1.0", ""], size=studies, p=[.15, .1, .03, .72])
-    labels.to_csv(root / f"{layout.CHEXPERT}.gz", index=False, compression=gz)
+    labels.to_csv(root / f"{mimic_layout.CHEXPERT}.gz", index=False, compression=gz)
 
 
 def _pipeline() -> Callable[[Path], int]:
@@ -106,11 +106,11 @@ def _pipeline() -> Callable[[Path], int]:
 def _baseline() -> Callable[[Path], int]:
     def run(root: Path) -> int:
         read = {name: pd.read_csv(root / f"{name}.gz") for name in
-                (layout.RECORD_LIST, layout.METADATA, layout.SPLIT, layout.CHEXPERT)}
-        images = read[layout.RECORD_LIST].merge(
-            read[layout.METADATA], on=["dicom_id", "subject_id", "study_id"]).merge(
-            read[layout.SPLIT], on=["dicom_id", "subject_id", "study_id"])
-        studies = images.drop_duplicates("study_id").merge(read[layout.CHEXPERT], on="study_id")
+                (mimic_layout.RECORD_LIST, mimic_layout.METADATA, mimic_layout.SPLIT, mimic_layout.CHEXPERT)}
+        images = read[mimic_layout.RECORD_LIST].merge(
+            read[mimic_layout.METADATA], on=["dicom_id", "subject_id", "study_id"]).merge(
+            read[mimic_layout.SPLIT], on=["dicom_id", "subject_id", "study_id"])
+        studies = images.drop_duplicates("study_id").merge(read[mimic_layout.CHEXPERT], on="study_id")
         return len(studies)
 
     return run

@@ -95,7 +95,7 @@ def _timed(command: list[str]) -> float:
 
 def _pipeline(work: Path, stage: str, dataset: Path, model: str, steps: int,
               tag: str) -> tuple[float, float, Path]:
-    from cpo_pipeline.training import layout
+    from cpo_pipeline.training import run_dirs
     from cpo_pipeline.training.config import TINY, TrainingConfig
     from cpo_pipeline.training.launch import launch_command
 
@@ -105,8 +105,8 @@ def _pipeline(work: Path, stage: str, dataset: Path, model: str, steps: int,
                             eval_samples=0, sample_max_new_tokens=0, dataset_name=dataset.name,
                             mlflow_tracking_uri=f"sqlite:///{work / 'mlflow.db'}")
     wall = _timed(launch_command(config.write(work / f"{run.name}.json")))
-    summary = layout.read_summary(run)
-    return summary["train_samples_per_second"], wall, layout.model_dir(run)
+    summary = run_dirs.read_summary(run)
+    return summary["train_samples_per_second"], wall, run_dirs.model_dir(run)
 
 
 def _bare(work: Path, stage: str, dataset: Path, model: str, steps: int, tag: str,

@@ -6,7 +6,7 @@ import subprocess
 import sys
 import urllib.request
 
-from cpo_pipeline import layout
+from cpo_pipeline import mimic_layout
 from cpo_pipeline.cli import main
 
 
@@ -14,7 +14,7 @@ def test_demo_data_writes_a_tree_and_refuses_a_non_empty_folder(tmp_path, capsys
     out = tmp_path / "mimic"
 
     assert main(["demo-data", "--out", str(out), "--patients", "3", "--seed", "2"]) == 0
-    assert (out / f"{layout.RECORD_LIST}.gz").is_file()
+    assert (out / f"{mimic_layout.RECORD_LIST}.gz").is_file()
     assert "3 patients" in capsys.readouterr().out
     assert main(["demo-data", "--out", str(out)]) == 2
     assert "not empty" in capsys.readouterr().err

@@ -26,7 +26,7 @@ from cpo_pipeline.radiology.answer_format import parse_trajectory
 from cpo_pipeline.radiology.chexpert import CHEXPERT_LABELS
 from cpo_pipeline.resources.settings import PipelineSettings
 from cpo_pipeline.storage import atomic_target, content_hash
-from cpo_pipeline.training import layout
+from cpo_pipeline.training import run_dirs
 from cpo_pipeline.training.config import TINY_MODEL
 
 EVALUATION_VERSION = "1"
@@ -159,9 +159,9 @@ def model_evaluation(context: dg.AssetExecutionContext, config: EvaluationConfig
 
     models = {}
     for name in config.models:
-        current = layout.read_current(data_root, name)
+        current = run_dirs.read_current(data_root, name)
         if current is not None:
-            models[name] = (layout.model_dir(current[0]), current[1])
+            models[name] = (run_dirs.model_dir(current[0]), current[1])
     skipped = [name for name in config.models if name not in models]
     if config.include_base:
         base = _base_model(data_root)
@@ -230,8 +230,8 @@ def _evaluate(context, config: EvaluationConfig, data_root: Path, test: list[dic
 def _base_model(data_root: Path) -> tuple[Path | str, str] | None:
     """The model sft_model started from (its directory, or a hub id / path) and an identity,
     None when sft_model has not materialized."""
-    current = layout.read_current(data_root, "sft_model")
-    summary = layout.read_summary(current[0]) if current is not None else None
+    current = run_dirs.read_current(data_root, "sft_model")
+    summary = run_dirs.read_summary(current[0]) if current is not None else None
     if summary is None:
         return None
     base = summary["base_model"]

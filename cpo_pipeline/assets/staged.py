@@ -51,7 +51,7 @@ from cpo_pipeline.preference.export import dataset_dir
 from cpo_pipeline.radiology.chexpert import CHEXPERT_LABELS
 from cpo_pipeline.resources.settings import PipelineSettings
 from cpo_pipeline.storage import atomic_target, content_hash
-from cpo_pipeline.training import layout
+from cpo_pipeline.training import run_dirs
 from cpo_pipeline.training.config import DPO, SFT
 
 STAGED_VERSION = "1"
@@ -128,7 +128,7 @@ def staged_training_sets(context: dg.AssetExecutionContext, settings: PipelineSe
             staging = target.with_name(f".{target.name}.staging")
             target.parent.mkdir(parents=True, exist_ok=True)
             split.select(chosen).save_to_disk(str(staging))
-            layout.install_directory(staging, target)
+            run_dirs.install_directory(staging, target)
             rows[dataset][stage] = len(chosen)
     test = cxr_studies[cxr_studies["split"] == "test"]
     train = cxr_studies[cxr_studies["split"] == "train"]
@@ -136,7 +136,7 @@ def staged_training_sets(context: dg.AssetExecutionContext, settings: PipelineSe
            .rename_axis("stage"))
     manifest = {"version": STAGED_VERSION, "stages": n_stages, "rows": rows,
                 "test_studies": test["stage"].value_counts().sort_index().to_dict(),
-                "fingerprints": {f"{stage}/{dataset}": layout.directory_fingerprint(
+                "fingerprints": {f"{stage}/{dataset}": run_dirs.directory_fingerprint(
                     stage_split(data_root, stage, dataset))
                     for dataset in METHOD_SETS.values() for stage in range(n_stages)}}
     _write_json(_manifest_path(data_root, "sets.json"), manifest)
@@ -286,7 +286,7 @@ def staged_evaluation(context: dg.AssetExecutionContext, config: StagedEvaluatio
     models = {}  # data version -> model dir, each model once (sft's stage 0 is the initial one)
     for entries in manifest["runs"].values():
         for entry in entries:
-            models[entry["data_version"]] = layout.model_dir(data_root / entry["run_dir"])
+            models[entry["data_version"]] = run_dirs.model_dir(data_root / entry["run_dir"])
     # Keyed on which models (by content) fill which cells, not on how the manifest came about
     # (a run reused rather than trained is the same model).
     cells = {method: [(e["stage"], e["data_version"]) for e in entries]
@@ -346,7 +346,7 @@ def _evaluate_staged(context, config: StagedEvaluationConfig, data_root: Path, m
     options = EvaluationOptions(max_new_tokens=config.max_new_tokens,
                                 batch_size=config.batch_size, beta=config.beta,
                                 probe_studies=config.probe_studies or None)
-    initial_dir = layout.model_dir(data_root / manifest["runs"][INITIAL][0]["run_dir"])
+    initial_dir = run_dirs.model_dir(data_root / manifest["runs"][INITIAL][0]["run_dir"])
     scored, answers = {}, []
     for number, (version, model_dir) in enumerate(models.items(), 1):
         context.log.info(f"staged_evaluation: model {number}/{len(models)} on {len(test)} "

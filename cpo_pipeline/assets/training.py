@@ -32,7 +32,7 @@ from cpo_pipeline.assets.preference import (
 )
 from cpo_pipeline.preference.export import dataset_dir
 from cpo_pipeline.resources.settings import PipelineSettings
-from cpo_pipeline.training import layout
+from cpo_pipeline.training import run_dirs
 from cpo_pipeline.training.config import DPO, PAPER, SFT, TINY, TINY_MODEL, TrainingConfig
 from cpo_pipeline.training.launch import describe_command, launch_command, model_identity, run_key
 from cpo_pipeline.training.plots import training_curves_png
@@ -109,8 +109,8 @@ def _metadata(summary: dict, run: Path, reported: dict | None, skipped: bool,
     summary when skipped), the curves, the card, and how to rerun it by hand."""
     metadata = dict(reported) if reported is not None else {
         key: _typed(key, value) for key, value in summary_metadata(summary).items()}
-    final = layout.model_dir(run)
-    png = training_curves_png(layout.read_log_history(final),
+    final = run_dirs.model_dir(run)
+    png = training_curves_png(run_dirs.read_log_history(final),
                               f"{summary['stage']} on {summary.get('dataset_name')}")
     if png is not None:
         metadata["training_curves"] = png_markdown(png, "training curves")
@@ -121,8 +121,8 @@ def _metadata(summary: dict, run: Path, reported: dict | None, skipped: bool,
         metadata["mlflow_ui"] = dg.MetadataValue.md(
             f"`mlflow ui --backend-store-uri {mlflow['tracking_uri']}` (needs the full `mlflow` "
             f"package), run `{mlflow['run_id']}`")
-    metadata["model_card"] = dg.MetadataValue.md((final / layout.CARD).read_text())
-    metadata["run_config"] = dg.MetadataValue.path(str(run / layout.RUN_CONFIG))
+    metadata["model_card"] = dg.MetadataValue.md((final / run_dirs.CARD).read_text())
+    metadata["run_config"] = dg.MetadataValue.path(str(run / run_dirs.RUN_CONFIG))
     metadata["skipped_unchanged"] = skipped
     if command is not None:
         metadata["command"] = dg.MetadataValue.md(f"```\n{command}\n```")
@@ -130,7 +130,7 @@ def _metadata(summary: dict, run: Path, reported: dict | None, skipped: bool,
 
 
 def _failure(run: Path, error: Exception) -> dg.Failure:
-    path = run / layout.FAILURE
+    path = run / run_dirs.FAILURE
     if path.is_file():
         failure = json.loads(path.read_text())
         return dg.Failure(description=failure["message"],
@@ -195,21 +195,21 @@ def launch_training(
         raise dg.Failure(description="bad training config: " + "; ".join(errors))
     key = run_key(training, start.identity, TRAINING_VERSION,
                   reference.identity if reference else None)
-    run = layout.run_dir(data_root, asset, key)
-    summary = layout.read_summary(run)
+    run = run_dirs.run_dir(data_root, asset, key)
+    summary = run_dirs.read_summary(run)
     if summary is not None and not force:
         context.log.info(f"{asset}: inputs and config unchanged (run {run.name}); reusing "
-                         f"{layout.model_dir(run)} without training")
+                         f"{run_dirs.model_dir(run)} without training")
         return TrainedRun(run, summary, None, None)
 
     run.mkdir(parents=True, exist_ok=True)
-    (run / layout.FAILURE).unlink(missing_ok=True)
+    (run / run_dirs.FAILURE).unlink(missing_ok=True)
     if force:
         # A forced run is a new MLflow run, not a continuation of the finished one.
         (run / "mlflow_run_id").unlink(missing_ok=True)
     training = replace(training, output_dir=str(run), run_name=f"{asset}-{run.name}",
                        mlflow_tracking_uri=_mlflow_uri(data_root))
-    command = launch_command(training.write(run / layout.RUN_CONFIG), num_processes,
+    command = launch_command(training.write(run / run_dirs.RUN_CONFIG), num_processes,
                              accelerate_config)
     context.log.info(f"{asset}: launching {describe_command(command)}")
     try:
@@ -218,7 +218,7 @@ def launch_training(
     except DagsterPipesExecutionError as error:
         raise _failure(run, error) from None
     reported = invocation.get_materialize_result()
-    return TrainedRun(run, layout.read_summary(run), dict(reported.metadata or {}),
+    return TrainedRun(run, run_dirs.read_summary(run), dict(reported.metadata or {}),
                       describe_command(command))
 
 
@@ -233,22 +233,22 @@ def train_model(
     train_dir, eval_dir = _split_dirs(data_root, dataset)
     trained = launch_training(context, asset, stage, dataset, train_dir, eval_dir, config,
                               settings, pipes, start)
-    layout.write_current(data_root, asset, trained.run, trained.data_version)
+    run_dirs.write_current(data_root, asset, trained.run, trained.data_version)
     return dg.MaterializeResult(metadata=trained.metadata(),
                                 data_version=dg.DataVersion(trained.data_version))
 
 
 def trained_start(run: Path, version: str) -> StartingModel:
     """A model this pipeline trained, as the start (or reference) of another run."""
-    summary = layout.read_summary(run)
+    summary = run_dirs.read_summary(run)
     tiny = summary is not None and summary["base_model"] == TINY_MODEL
-    return StartingModel(str(layout.model_dir(run)), f"trained:{version}", tiny)
+    return StartingModel(str(run_dirs.model_dir(run)), f"trained:{version}", tiny)
 
 
 def sft_checkpoint(settings: PipelineSettings) -> StartingModel:
     """The model sft_model last materialized."""
     data_root = settings.data_root_path()
-    current = layout.read_current(data_root, "sft_model")
+    current = run_dirs.read_current(data_root, "sft_model")
     if current is None:
         raise dg.Failure(description="sft_model has not been materialized under "
                          f"{data_root}: the DPO stages start from (and refer to) it")

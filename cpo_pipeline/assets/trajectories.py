@@ -38,9 +38,9 @@ from cpo_pipeline.counterfactuals.prompts import PROMPT_HASH
 from cpo_pipeline.counterfactuals.quality import HardNegativeBounds, hard_negative_verdict
 from cpo_pipeline.counterfactuals.reuse import assemble, plan_reuse, run_identity
 from cpo_pipeline.counterfactuals.verifier import VerifierConfig
-from cpo_pipeline.layout import SPLITS
 from cpo_pipeline.llm.client import RequestCounters
 from cpo_pipeline.llm.response_cache import ResponseCache
+from cpo_pipeline.mimic_layout import SPLITS
 from cpo_pipeline.resources.llm import LLMEndpointResource
 from cpo_pipeline.resources.settings import PipelineSettings
 from cpo_pipeline.schemas import content_version

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, ImageOps
 
-from cpo_pipeline import layout
+from cpo_pipeline import mimic_layout
 from cpo_pipeline.demo.dicom import describe_view, write_dx_dicom
 from cpo_pipeline.demo.phantom import render_chest_phantom
 from cpo_pipeline.demo.reports import (
@@ -201,7 +201,7 @@ def _write_image(root: Path, config: DemoConfig, study: DemoStudy, index: int) -
         _image_rng(config, study, index), placements=study.parts.placements,
     )
     extension = "dcm" if config.release == "dicom" else "jpg"
-    path = root / layout.image_relpath(study.subject_id, study.study_id, image.dicom_id, extension)
+    path = root / mimic_layout.image_relpath(study.subject_id, study.study_id, image.dicom_id, extension)
     path.parent.mkdir(parents=True, exist_ok=True)
     if config.release == "jpg":
         _official_jpg(pixels).save(path, format="JPEG", quality=95)
@@ -232,14 +232,14 @@ def _index_tables(patients: Sequence[DemoPatient], release: Release) -> dict[str
     for patient in patients:
         for study in patient.studies:
             ids = {"subject_id": study.subject_id, "study_id": study.study_id}
-            study_rows.append({**ids, "path": layout.report_relpath(**ids)})
+            study_rows.append({**ids, "path": mimic_layout.report_relpath(**ids)})
             if study.has_label_row:
                 label_rows.append({**ids, **{name: study.labels[name] for name in CHEXPERT_LABELS}})
             for image in study.images:
                 view = describe_view(image.view_position, study.portable)
                 records.append(
                     {**ids, "dicom_id": image.dicom_id,
-                     "path": layout.image_relpath(**ids, dicom_id=image.dicom_id,
+                     "path": mimic_layout.image_relpath(**ids, dicom_id=image.dicom_id,
                                                   extension=extension)}
                 )
                 metadata.append(
@@ -260,16 +260,16 @@ def _index_tables(patients: Sequence[DemoPatient], release: Release) -> dict[str
                 split_rows.append(
                     {"dicom_id": image.dicom_id, **ids, "split": patient.split}
                 )
-    labels = _sorted(label_rows, layout.LABEL_COLUMNS)
+    labels = _sorted(label_rows, mimic_layout.LABEL_COLUMNS)
     tables = {
-        layout.METADATA: _sorted(metadata, layout.METADATA_COLUMNS),
-        layout.SPLIT: _sorted(split_rows, layout.SPLIT_COLUMNS),
-        layout.CHEXPERT: labels,
-        layout.NEGBIO: labels,
+        mimic_layout.METADATA: _sorted(metadata, mimic_layout.METADATA_COLUMNS),
+        mimic_layout.SPLIT: _sorted(split_rows, mimic_layout.SPLIT_COLUMNS),
+        mimic_layout.CHEXPERT: labels,
+        mimic_layout.NEGBIO: labels,
     }
     if release == "dicom":
-        tables[layout.RECORD_LIST] = _sorted(records, layout.RECORD_LIST_COLUMNS)
-        tables[layout.STUDY_LIST] = _sorted(study_rows, layout.STUDY_LIST_COLUMNS)
+        tables[mimic_layout.RECORD_LIST] = _sorted(records, mimic_layout.RECORD_LIST_COLUMNS)
+        tables[mimic_layout.STUDY_LIST] = _sorted(study_rows, mimic_layout.STUDY_LIST_COLUMNS)
     return tables
 
 
@@ -285,7 +285,7 @@ def _reports_zip(patients: Sequence[DemoPatient]) -> bytes:
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         for patient in patients:
             for study in patient.studies:
-                info = zipfile.ZipInfo(layout.report_relpath(study.subject_id, study.study_id))
+                info = zipfile.ZipInfo(mimic_layout.report_relpath(study.subject_id, study.study_id))
                 info.compress_type = zipfile.ZIP_DEFLATED
                 archive.writestr(info, study.report.encode("utf-8"))
     return buffer.getvalue()
@@ -308,10 +308,10 @@ def write_demo_tree(out: Path, config: DemoConfig | None = None) -> DemoSummary:
         for index in range(len(study.images)):
             _write_image(out, config, study, index)
         if config.release == "dicom":
-            report = out / layout.report_relpath(study.subject_id, study.study_id)
+            report = out / mimic_layout.report_relpath(study.subject_id, study.study_id)
             report.write_text(study.report, encoding="utf-8")
     for name, frame in _index_tables(patients, config.release).items():
         _write_csv(frame, out / f"{name}.gz")
     if config.release == "jpg":
-        (out / layout.REPORTS_ARCHIVES[0]).write_bytes(_reports_zip(patients))
+        (out / mimic_layout.REPORTS_ARCHIVES[0]).write_bytes(_reports_zip(patients))
     return DemoSummary(out, len(patients), len(studies), sum(len(s.images) for s in studies))

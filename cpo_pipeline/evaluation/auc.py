@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import roc_auc_score
 
-from cpo_pipeline.evaluation.bootstrap import RESAMPLES, statistic_interval
+from cpo_pipeline.evaluation.resampling import RESAMPLES, statistic_interval
 
 
 def auc_table(scores: pd.DataFrame, reference: pd.DataFrame, subject_ids: Sequence, *,

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from cpo_pipeline.evaluation.bootstrap import RESAMPLES, mean_interval, resample_weights
+from cpo_pipeline.evaluation.resampling import RESAMPLES, mean_interval, resample_weights
 from cpo_pipeline.radiology.answer_format import TrajectoryFormatError, parse_trajectory
 from cpo_pipeline.radiology.chexpert import DISEASES, LABEL_POSITIVE, NO_FINDING
 

@@ -16,12 +16,12 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from cpo_pipeline.evaluation.bootstrap import (
+from cpo_pipeline.evaluation.classification import PAPER_FIVE
+from cpo_pipeline.evaluation.resampling import (
     RESAMPLES,
     percentile_interval,
     resample_weights,
 )
-from cpo_pipeline.evaluation.classification import PAPER_FIVE
 from cpo_pipeline.radiology.chexpert import CHEXPERT_LABELS, LABEL_POSITIVE
 from cpo_pipeline.radiology.labeller import label_report
 

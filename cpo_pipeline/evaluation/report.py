@@ -17,7 +17,6 @@ import pandas as pd
 from cpo_pipeline.concepts.mentions import ConceptExtractor
 from cpo_pipeline.concepts.ontology import Ontology
 from cpo_pipeline.evaluation.auc import auc_table
-from cpo_pipeline.evaluation.bootstrap import RESAMPLES, mean_interval
 from cpo_pipeline.evaluation.classification import (
     ANSWER_LABELS,
     AVERAGE_FIVE,
@@ -29,6 +28,7 @@ from cpo_pipeline.evaluation.clinical import UNCERTAIN_POLICY, efficacy_table
 from cpo_pipeline.evaluation.drift import attribute_divergence, flip_rate
 from cpo_pipeline.evaluation.evaluate import ModelEvaluation
 from cpo_pipeline.evaluation.nlg import nlg_scores
+from cpo_pipeline.evaluation.resampling import RESAMPLES, mean_interval
 
 # The paper's Table 2 (top-1 accuracy %, MS-CXR-T's five findings, Qwen2.5-VL-7B) and its
 # report-generation scores (CPO on MIMIC-CXR): ../shared/PAPER.md. Their data, not ours.

@@ -14,13 +14,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 
-from cpo_pipeline import layout, schemas
+from cpo_pipeline import mimic_layout, schemas
 from cpo_pipeline.ingestion.source import MimicSource
 
 ID_FORMATS: dict[str, tuple[re.Pattern[str], str]] = {
-    "subject_id": (layout.SUBJECT_ID_PATTERN, "8 digits starting with 1"),
-    "study_id": (layout.STUDY_ID_PATTERN, "8 digits starting with 5"),
-    "dicom_id": (layout.DICOM_ID_PATTERN, "40 hex characters in 5 dash-separated groups of 8"),
+    "subject_id": (mimic_layout.SUBJECT_ID_PATTERN, "8 digits starting with 1"),
+    "study_id": (mimic_layout.STUDY_ID_PATTERN, "8 digits starting with 5"),
+    "dicom_id": (mimic_layout.DICOM_ID_PATTERN, "40 hex characters in 5 dash-separated groups of 8"),
 }
 
 
@@ -198,7 +198,7 @@ def require_table(source: MimicSource, name: str) -> Path:
 
 
 def image_relpaths(images: pd.DataFrame, extension: str) -> pd.Series:
-    """`layout.image_relpath` of every row of `images` (int ids, dicom_id), built column-wise:
+    """`mimic_layout.image_relpath` of every row of `images` (int ids, dicom_id), built column-wise:
     a Python call per row costs more than the whole join."""
     subject, study, dicom = (pc.cast(pa.array(images[column]), pa.string())
                              for column in ("subject_id", "study_id", "dicom_id"))
@@ -279,7 +279,7 @@ def _first_row_per_image(frame: pd.DataFrame) -> pd.DataFrame:
 
 def _invalid_splits(split: pd.DataFrame) -> pd.Series:
     """Why each split row whose split is not train, validate or test cannot be used."""
-    values = split.loc[~split["split"].isin(layout.SPLITS), "split"]
+    values = split.loc[~split["split"].isin(mimic_layout.SPLITS), "split"]
     return ("image has no valid split row: split " + values.map(repr)
             + " (expected train, validate or test)")
 
@@ -291,24 +291,24 @@ def read_image_index(source: MimicSource) -> tuple[pd.DataFrame, pd.DataFrame | 
     With a DICOM root and `cxr-record-list`, images are the record list's `.dcm` files; otherwise
     (the JPG release) they are the metadata table's images as `.jpg` under the JPG root.
     """
-    metadata_path = require_table(source, layout.METADATA)
-    split_path = require_table(source, layout.SPLIT)
+    metadata_path = require_table(source, mimic_layout.METADATA)
+    split_path = require_table(source, mimic_layout.SPLIT)
     # Read side by side (gzip inflates a stream on one core), and only the columns the index
     # uses, so that no two tables share a column but the ids.
     with ThreadPoolExecutor(max_workers=4) as pool:
         reads = [pool.submit(read_table, source, *table) for table in (
-            (layout.METADATA, layout.METADATA_COLUMNS, _IMAGE_IDS, _METADATA_USED),
-            (layout.SPLIT, layout.SPLIT_COLUMNS, _IMAGE_IDS, layout.SPLIT_COLUMNS),
-            (layout.RECORD_LIST, layout.RECORD_LIST_COLUMNS, _IMAGE_IDS,
-             layout.RECORD_LIST_COLUMNS),
-            (layout.STUDY_LIST, layout.STUDY_LIST_COLUMNS, ("subject_id", "study_id")),
+            (mimic_layout.METADATA, mimic_layout.METADATA_COLUMNS, _IMAGE_IDS, _METADATA_USED),
+            (mimic_layout.SPLIT, mimic_layout.SPLIT_COLUMNS, _IMAGE_IDS, mimic_layout.SPLIT_COLUMNS),
+            (mimic_layout.RECORD_LIST, mimic_layout.RECORD_LIST_COLUMNS, _IMAGE_IDS,
+             mimic_layout.RECORD_LIST_COLUMNS),
+            (mimic_layout.STUDY_LIST, mimic_layout.STUDY_LIST_COLUMNS, ("subject_id", "study_id")),
         )]
         (metadata, rejects), (split, split_rejects), (records, record_rejects), (
             study_list, study_rejects) = (read.result() for read in reads)
     rejects += split_rejects + record_rejects + study_rejects
 
     if source.dicom_root is not None and records is not None:
-        listed_path, root = source.find_table(layout.RECORD_LIST), source.dicom_root
+        listed_path, root = source.find_table(mimic_layout.RECORD_LIST), source.dicom_root
         listed = _first_row_per_image(records)
         bad_path = listed["path"].str.strip() != image_relpaths(listed, "dcm")
         bad = np.flatnonzero(bad_path)
@@ -319,7 +319,7 @@ def read_image_index(source: MimicSource) -> tuple[pd.DataFrame, pd.DataFrame | 
     else:
         if source.jpg_root is None:
             raise IndexTableError(
-                f"no {layout.RECORD_LIST}(.gz) in the DICOM root and no JPG root: set "
+                f"no {mimic_layout.RECORD_LIST}(.gz) in the DICOM root and no JPG root: set "
                 "MIMIC_CXR_ROOT to the DICOM release or MIMIC_CXR_JPG_ROOT to the JPG release"
             )
         listed_path, root = metadata_path, source.jpg_root

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from cpo_pipeline import layout
+from cpo_pipeline import mimic_layout
 from cpo_pipeline.ingestion.images import (
     IMAGE_RESULT_FIELDS,
     ImageJob,
@@ -100,7 +100,7 @@ def ingest(source: MimicSource, options: IngestOptions, image_store: Path) -> In
     reports, report_rejects = read_reports(source, studies_with_images)
     labels, label_rejects = read_labels(source, options.label_source)
     rejects += report_rejects + label_rejects
-    if source.find_table(layout.TEST_SET_LABELED) is not None:
+    if source.find_table(mimic_layout.TEST_SET_LABELED) is not None:
         radiologist, radiologist_rejects = read_test_set_labels(source)
         labels = prefer_radiologist_labels(labels, radiologist, index)
         rejects += radiologist_rejects

@@ -11,7 +11,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from cpo_pipeline import layout, schemas
+from cpo_pipeline import mimic_layout, schemas
 from cpo_pipeline.ingestion.index import (
     IndexTableError,
     Reject,
@@ -29,7 +29,7 @@ from cpo_pipeline.radiology.chexpert import (
 )
 
 STAGE = "labels"
-LABEL_TABLES = {"chexpert": layout.CHEXPERT, "negbio": layout.NEGBIO}
+LABEL_TABLES = {"chexpert": mimic_layout.CHEXPERT, "negbio": mimic_layout.NEGBIO}
 TEST_SET_LABEL_SOURCE = "radiologist-test-set"
 
 # The forms a label cell takes once stripped; blank means the report does not mention it.
@@ -64,7 +64,7 @@ def read_labels(
             f"unknown label source {source_name!r}; expected one of {list(LABEL_TABLES)}"
         )
     path = require_table(source, LABEL_TABLES[source_name])
-    frame = read_index_table(path, layout.LABEL_COLUMNS)
+    frame = read_index_table(path, mimic_layout.LABEL_COLUMNS)
     return _parse_labels(frame, path, ("subject_id", "study_id"), source_name)
 
 
@@ -75,7 +75,7 @@ def read_test_set_labels(source: MimicSource) -> tuple[pd.DataFrame, list[Reject
     unique across patients, so joins go by study_id. Should a copy carry subject_id, it is
     validated and kept. `Airspace Opacity` is read as Lung Opacity.
     """
-    path = require_table(source, layout.TEST_SET_LABELED)
+    path = require_table(source, mimic_layout.TEST_SET_LABELED)
     frame = read_index_table(path, ("study_id",)).rename(columns=_TEST_SET_COLUMN_NAMES)
     missing = [label for label in CHEXPERT_LABELS if label not in frame.columns]
     if missing:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from cpo_pipeline import layout, schemas
+from cpo_pipeline import mimic_layout, schemas
 from cpo_pipeline.ingestion.index import Reject
 from cpo_pipeline.ingestion.sections import extract_sections
 from cpo_pipeline.ingestion.source import MimicSource
@@ -84,7 +84,7 @@ def read_reports(
 def find_reports_archive(source: MimicSource) -> Path | None:
     """The first `mimic-cxr-reports.zip` or `.tar.gz` in the source's roots, in that order."""
     for root in source.roots:
-        for name in layout.REPORTS_ARCHIVES:
+        for name in mimic_layout.REPORTS_ARCHIVES:
             if (root / name).is_file():
                 return root / name
     return None
@@ -127,7 +127,7 @@ def _member_relpath(name: str) -> str | None:
 
 def _relative_report_paths(studies: pd.DataFrame) -> list[str]:
     layout_paths = [
-        layout.report_relpath(int(subject_id), int(study_id))
+        mimic_layout.report_relpath(int(subject_id), int(study_id))
         for subject_id, study_id in zip(studies["subject_id"], studies["study_id"])
     ]
     if "report_path" not in studies.columns:
@@ -157,7 +157,7 @@ def _missing_report(source: MimicSource, archive: Path | None, relpath: str) -> 
     if archive is not None:
         looked.append(f"no member ending in {relpath} in {archive}")
     else:
-        looked.append(f"no {' or '.join(layout.REPORTS_ARCHIVES)} in "
+        looked.append(f"no {' or '.join(mimic_layout.REPORTS_ARCHIVES)} in "
                       f"{[str(root) for root in source.roots]}")
     expected = (
         str(source.dicom_root / relpath) if source.dicom_root is not None

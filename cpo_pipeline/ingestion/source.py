@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from cpo_pipeline import layout
+from cpo_pipeline import mimic_layout
 from cpo_pipeline.settings import Settings
 from cpo_pipeline.storage import content_hash, sha256_file
 
@@ -35,7 +35,7 @@ class MimicSource:
 
 
 def resolve_source(settings: Settings) -> MimicSource:
-    """The configured MIMIC-CXR copy, or the embedded demo tree's place (`demo.bootstrap`
+    """The configured MIMIC-CXR copy, or the embedded demo tree's place (`demo.tree`
     creates it there)."""
     if settings.uses_demo_data:
         return MimicSource(dicom_root=settings.demo_root, jpg_root=None, is_demo=True)
@@ -43,13 +43,13 @@ def resolve_source(settings: Settings) -> MimicSource:
 
 
 _MANIFEST_TABLES = (
-    layout.RECORD_LIST,
-    layout.STUDY_LIST,
-    layout.METADATA,
-    layout.SPLIT,
-    layout.CHEXPERT,
-    layout.NEGBIO,
-    layout.TEST_SET_LABELED,
+    mimic_layout.RECORD_LIST,
+    mimic_layout.STUDY_LIST,
+    mimic_layout.METADATA,
+    mimic_layout.SPLIT,
+    mimic_layout.CHEXPERT,
+    mimic_layout.NEGBIO,
+    mimic_layout.TEST_SET_LABELED,
 )
 
 
@@ -65,12 +65,12 @@ def source_manifest(source: MimicSource) -> list[dict[str, object]]:
             entries.append({"file": path.name, "bytes": path.stat().st_size,
                             "sha256": sha256_file(path)})
     for root in source.roots:
-        for archive in layout.REPORTS_ARCHIVES:
+        for archive in mimic_layout.REPORTS_ARCHIVES:
             path = root / archive
             if path.is_file():
                 entries.append({"file": archive, "bytes": path.stat().st_size,
                                 "sha256": sha256_file(path)})
-        for shard in layout.SHARDS:
+        for shard in mimic_layout.SHARDS:
             folder = root / "files" / shard
             if folder.is_dir():
                 entries.append({"shard": f"{root.name}/{shard}",

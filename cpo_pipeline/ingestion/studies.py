@@ -9,7 +9,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from cpo_pipeline import layout, schemas
+from cpo_pipeline import mimic_layout, schemas
 from cpo_pipeline.radiology.chexpert import CHEXPERT_LABELS
 
 # PA > AP > any other non-lateral view; laterals only when the study has nothing else.
@@ -34,7 +34,7 @@ def study_datetime(study_date: pd.Series, study_time: pd.Series) -> pd.Series:
 def view_rank(view_position: pd.Series) -> pd.Series:
     views = pc.utf8_upper(pc.utf8_trim_whitespace(pa.array(view_position, type=pa.string())))
     rank = pc.fill_null(pc.index_in(views, value_set=_RANKED_VIEWS), _OTHER_VIEW_RANK)
-    lateral = pc.fill_null(pc.is_in(views, value_set=pa.array(layout.LATERAL_VIEWS)), False)
+    lateral = pc.fill_null(pc.is_in(views, value_set=pa.array(mimic_layout.LATERAL_VIEWS)), False)
     ranks = np.where(lateral.to_numpy(zero_copy_only=False), _LATERAL_RANK, rank.to_numpy())
     return pd.Series(ranks.astype("int8"), index=view_position.index)
 

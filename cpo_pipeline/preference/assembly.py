@@ -24,7 +24,7 @@ import pyarrow.compute as pc
 
 from cpo_pipeline import schemas
 from cpo_pipeline.counterfactuals.generation import ACCEPTED, COUNTERFACTUAL, FACTUAL
-from cpo_pipeline.layout import SPLITS
+from cpo_pipeline.mimic_layout import SPLITS
 from cpo_pipeline.preference.filters import (
     HELD_OUT_SPLITS,
     FilterLog,

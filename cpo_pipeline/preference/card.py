@@ -6,7 +6,7 @@ from collections.abc import Mapping
 
 import pandas as pd
 
-from cpo_pipeline.layout import SPLITS
+from cpo_pipeline.mimic_layout import SPLITS
 
 DATA_USE_NOTICE = (
     "Every row is derived from MIMIC-CXR, credentialed data released on PhysioNet "

@@ -32,7 +32,7 @@ import pandas as pd
 import pyarrow as pa
 
 from cpo_pipeline import schemas
-from cpo_pipeline.layout import SPLITS
+from cpo_pipeline.mimic_layout import SPLITS
 from cpo_pipeline.preference.text import strings
 from cpo_pipeline.storage import atomic_target
 

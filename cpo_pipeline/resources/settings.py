@@ -9,7 +9,7 @@ import dagster as dg
 from pydantic import Field
 
 from cpo_pipeline import settings as env
-from cpo_pipeline.demo.bootstrap import ensure_demo_tree
+from cpo_pipeline.demo.tree import ensure_demo_tree
 from cpo_pipeline.ingestion.source import MimicSource, resolve_source
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from cpo_pipeline.storage import content_hash
 from cpo_pipeline.training.config import TINY_MODEL, TrainingConfig, recipe_parameters
-from cpo_pipeline.training.layout import directory_fingerprint
+from cpo_pipeline.training.run_dirs import directory_fingerprint
 from cpo_pipeline.training.tiny_model import TinyModelSpec
 
 ENTRY_POINT = "cpo_pipeline.training.train"

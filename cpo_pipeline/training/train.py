@@ -10,7 +10,7 @@ Stage `sft` runs TRL's SFTTrainer on the answer tokens; stage `dpo` runs DPOTrai
 starting model as the reference (with LoRA, the adapter is switched off to get it), or the
 model `ref_model_name_or_path` names (loaded beside it, frozen). A run that
 was killed resumes from its last complete checkpoint; the finished model is written beside the
-run and renamed into `model/` only when complete (`cpo_pipeline.training.layout`). Launched by
+run and renamed into `model/` only when complete (`cpo_pipeline.training.run_dirs`). Launched by
 Dagster Pipes, the main process reports the materialization (metrics, checkpoint directory,
 content-hash data version); a config that cannot run exits with status 2 and its reason in
 `failure.json` before any weight is loaded.
@@ -27,7 +27,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from cpo_pipeline.training import layout, preflight
+from cpo_pipeline.training import preflight, run_dirs
 from cpo_pipeline.training.config import DPO, MLFLOW, SFT, TINY, TINY_MODEL, TrainingConfig
 from cpo_pipeline.training.preflight import TrainingConfigError
 from cpo_pipeline.training.report import model_card
@@ -102,7 +102,7 @@ def _labelled_images(train) -> tuple[list, list[tuple[str, ...]], tuple[str, ...
 
 def _base_model(config: TrainingConfig, start: str) -> str:
     """The original base: a starting model trained by this pipeline records its own."""
-    summary = Path(start) / layout.SUMMARY
+    summary = Path(start) / run_dirs.SUMMARY
     if summary.is_file():
         return json.loads(summary.read_text())["base_model"]
     return config.model_name_or_path
@@ -110,7 +110,7 @@ def _base_model(config: TrainingConfig, start: str) -> str:
 
 def _trainer_arguments(config: TrainingConfig, use_cpu: bool):
     common: dict[str, Any] = {
-        "output_dir": str(layout.trainer_dir(Path(config.output_dir))),
+        "output_dir": str(run_dirs.trainer_dir(Path(config.output_dir))),
         "learning_rate": config.learning_rate,
         "num_train_epochs": config.num_train_epochs,
         "max_steps": config.max_steps,
@@ -180,7 +180,7 @@ def _log_parameters_now(trainer) -> None:
 
 def _resume_point(trainer_dir: Path, is_main: bool) -> Path | None:
     """The last complete checkpoint; half-written ones (a kill mid-save) are removed."""
-    complete = layout.complete_checkpoints(trainer_dir)
+    complete = run_dirs.complete_checkpoints(trainer_dir)
     if is_main and trainer_dir.is_dir():
         for path in trainer_dir.glob("checkpoint-*"):
             if path not in complete:
@@ -239,7 +239,7 @@ def _save_model(trainer, processor, staging: Path) -> Any:
 
     model = trainer.model
     if isinstance(model, PeftModel):
-        model.save_pretrained(str(staging / layout.ADAPTER_DIRNAME))
+        model.save_pretrained(str(staging / run_dirs.ADAPTER_DIRNAME))
         model = model.merge_and_unload()
     model.save_pretrained(str(staging))
     processor.save_pretrained(str(staging))
@@ -294,7 +294,7 @@ def run_training(config: TrainingConfig, pipes=None) -> dict | None:
     trainer = _build_trainer(config, model, processor, datasets.train, callbacks, ref_model)
     trainable, total = _count_parameters(trainer.model)
     _log_parameters_now(trainer)
-    resume = _resume_point(layout.trainer_dir(run), state.is_main_process)
+    resume = _resume_point(run_dirs.trainer_dir(run), state.is_main_process)
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     final = _final_metrics(trainer, config, datasets)
 
@@ -316,13 +316,13 @@ def _finish(config, run, trainer, processor, example, start, datasets, result, f
     staging.mkdir()
     merged = _save_model(trainer, processor, staging)
     sample = _sample_answer(merged, processor, example, config)
-    final_dir = layout.model_dir(run)
+    final_dir = run_dirs.model_dir(run)
     metrics = {**{k: float(v) for k, v in result.metrics.items() if isinstance(v, int | float)},
                **final}
     summary = {
         "stage": config.stage,
         "model_dir": str(final_dir),
-        "data_version": layout.model_version(staging),
+        "data_version": run_dirs.model_version(staging),
         "base_model": _base_model(config, start),
         "starting_model": config.model_name_or_path if config.model_name_or_path != TINY_MODEL
         else TINY_MODEL,
@@ -330,7 +330,7 @@ def _finish(config, run, trainer, processor, example, start, datasets, result, f
         "dataset_name": config.dataset_name,
         "dataset_dir": config.dataset_dir,
         "dataset_rows": len(datasets.train),
-        "dataset_fingerprint": layout.directory_fingerprint(Path(config.dataset_dir)),
+        "dataset_fingerprint": run_dirs.directory_fingerprint(Path(config.dataset_dir)),
         "recipe": _recipe(config),
         "global_step": trainer.state.global_step,
         "world_size": trainer.args.world_size,
@@ -349,13 +349,13 @@ def _finish(config, run, trainer, processor, example, start, datasets, result, f
         summary["mlflow"] = {"tracking_uri": tracked.tracking_uri,
                              "experiment_id": tracked.experiment_id, "run_id": tracked.run_id,
                              "link": tracking.run_link(tracked)}
-    (staging / layout.SUMMARY).write_text(json.dumps(summary, indent=2))
-    (staging / layout.LOG_HISTORY).write_text(
+    (staging / run_dirs.SUMMARY).write_text(json.dumps(summary, indent=2))
+    (staging / run_dirs.LOG_HISTORY).write_text(
         "".join(json.dumps(row) + "\n" for row in trainer.state.log_history))
-    (staging / layout.CARD).write_text(model_card(summary, config.run_name or config.stage))
-    layout.install_directory(staging, final_dir)
+    (staging / run_dirs.CARD).write_text(model_card(summary, config.run_name or config.stage))
+    run_dirs.install_directory(staging, final_dir)
     # The finished model is in place: the resumable checkpoints have served.
-    shutil.rmtree(layout.trainer_dir(run), ignore_errors=True)
+    shutil.rmtree(run_dirs.trainer_dir(run), ignore_errors=True)
     if tracked is not None:
         from cpo_pipeline.training import tracking
 
@@ -372,7 +372,7 @@ def _recipe(config: TrainingConfig) -> dict[str, Any]:
 
 def _write_failure(config: TrainingConfig, error: Exception) -> None:
     if config.output_dir and Path(config.output_dir).is_dir():
-        (Path(config.output_dir) / layout.FAILURE).write_text(json.dumps(
+        (Path(config.output_dir) / run_dirs.FAILURE).write_text(json.dumps(
             {"error": type(error).__name__, "message": str(error)}, indent=2))
 
 

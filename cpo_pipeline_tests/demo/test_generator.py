@@ -7,7 +7,7 @@ import pydicom
 import pytest
 from PIL import Image
 
-from cpo_pipeline import layout
+from cpo_pipeline import mimic_layout
 from cpo_pipeline.demo.generator import DemoConfig, painted, plan_demo, write_demo_tree
 from cpo_pipeline.demo.phantom import render_chest_phantom
 from cpo_pipeline.ingestion.sections import extract_sections
@@ -30,12 +30,12 @@ def _table(root, name):
 
 def test_writes_exactly_the_documented_tables_and_columns(tree):
     expected = {
-        layout.RECORD_LIST: layout.RECORD_LIST_COLUMNS,
-        layout.STUDY_LIST: layout.STUDY_LIST_COLUMNS,
-        layout.METADATA: layout.METADATA_COLUMNS,
-        layout.SPLIT: layout.SPLIT_COLUMNS,
-        layout.CHEXPERT: layout.LABEL_COLUMNS,
-        layout.NEGBIO: layout.LABEL_COLUMNS,
+        mimic_layout.RECORD_LIST: mimic_layout.RECORD_LIST_COLUMNS,
+        mimic_layout.STUDY_LIST: mimic_layout.STUDY_LIST_COLUMNS,
+        mimic_layout.METADATA: mimic_layout.METADATA_COLUMNS,
+        mimic_layout.SPLIT: mimic_layout.SPLIT_COLUMNS,
+        mimic_layout.CHEXPERT: mimic_layout.LABEL_COLUMNS,
+        mimic_layout.NEGBIO: mimic_layout.LABEL_COLUMNS,
     }
     assert sorted(p.name for p in tree.iterdir() if p.is_file() and not p.name.startswith(".")) == sorted(
         f"{name}.gz" for name in expected
@@ -46,23 +46,23 @@ def test_writes_exactly_the_documented_tables_and_columns(tree):
 
 
 def test_every_listed_path_exists_in_the_mimic_layout(tree):
-    records = _table(tree, layout.RECORD_LIST)
+    records = _table(tree, mimic_layout.RECORD_LIST)
     for row in records.itertuples():
         assert row.path == f"files/p{row.subject_id[:2]}/p{row.subject_id}/s{row.study_id}/{row.dicom_id}.dcm"
         assert (tree / row.path).is_file()
-        assert layout.DICOM_ID_PATTERN.fullmatch(row.dicom_id)
-    studies = _table(tree, layout.STUDY_LIST)
+        assert mimic_layout.DICOM_ID_PATTERN.fullmatch(row.dicom_id)
+    studies = _table(tree, mimic_layout.STUDY_LIST)
     for row in studies.itertuples():
         assert row.path == f"files/p{row.subject_id[:2]}/p{row.subject_id}/s{row.study_id}.txt"
         assert (tree / row.path).is_file()
-    assert all(layout.SUBJECT_ID_PATTERN.fullmatch(s) for s in studies["subject_id"])
-    assert all(layout.STUDY_ID_PATTERN.fullmatch(s) for s in studies["study_id"])
+    assert all(mimic_layout.SUBJECT_ID_PATTERN.fullmatch(s) for s in studies["subject_id"])
+    assert all(mimic_layout.STUDY_ID_PATTERN.fullmatch(s) for s in studies["study_id"])
     assert set(records["study_id"]) == set(studies["study_id"])
 
 
 def test_dicoms_read_back_and_agree_with_the_metadata_table(tree):
-    metadata = _table(tree, layout.METADATA).set_index("dicom_id")
-    records = _table(tree, layout.RECORD_LIST)
+    metadata = _table(tree, mimic_layout.METADATA).set_index("dicom_id")
+    records = _table(tree, mimic_layout.RECORD_LIST)
     photometrics = set()
     for row in records.itertuples():
         dataset = pydicom.dcmread(tree / row.path)
@@ -81,8 +81,8 @@ def test_dicoms_read_back_and_agree_with_the_metadata_table(tree):
 
 
 def test_label_tables_agree_with_the_report_text_under_the_chexpert_rules(tree):
-    labels = _table(tree, layout.CHEXPERT)
-    reports = _table(tree, layout.STUDY_LIST).set_index("study_id")
+    labels = _table(tree, mimic_layout.CHEXPERT)
+    reports = _table(tree, mimic_layout.STUDY_LIST).set_index("study_id")
     assert len(labels) > 0
     for row in labels.to_dict("records"):
         text = (tree / reports.loc[row["study_id"], "path"]).read_text(encoding="utf-8")
@@ -92,14 +92,14 @@ def test_label_tables_agree_with_the_report_text_under_the_chexpert_rules(tree):
 
 
 def test_splits_are_patient_disjoint_and_cover_all_three(tree):
-    split = _table(tree, layout.SPLIT)
+    split = _table(tree, mimic_layout.SPLIT)
     per_patient = split.groupby("subject_id")["split"].nunique()
     assert per_patient.max() == 1
-    assert set(split["split"]) == set(layout.SPLITS)
+    assert set(split["split"]) == set(mimic_layout.SPLITS)
 
 
 def test_studies_follow_the_real_view_mix_and_timeline(tree):
-    metadata = _table(tree, layout.METADATA)
+    metadata = _table(tree, mimic_layout.METADATA)
     views = metadata.groupby("study_id")["ViewPosition"].apply(lambda v: tuple(sorted(v)))
     assert set(views) <= {("LATERAL", "PA"), ("LL", "PA"), ("AP",), ("LATERAL",)}
     assert {("LATERAL", "PA"), ("AP",)} <= set(views)
@@ -117,7 +117,7 @@ def test_same_seed_gives_identical_bytes_and_another_seed_differs(tmp_path):
     assert files == sorted(p.relative_to(second) for p in second.rglob("*") if p.is_file())
     for relative in files:
         assert (first / relative).read_bytes() == (second / relative).read_bytes(), relative
-    assert (first / f"{layout.METADATA}.gz").read_bytes() != (other / f"{layout.METADATA}.gz").read_bytes()
+    assert (first / f"{mimic_layout.METADATA}.gz").read_bytes() != (other / f"{mimic_layout.METADATA}.gz").read_bytes()
 
 
 def test_plan_is_deterministic_and_pixel_free():
@@ -129,12 +129,12 @@ def test_jpg_release_has_jpgs_tables_and_a_reports_archive_but_no_dicom_lists(tm
     jpgs = sorted(tmp_path.rglob("*.jpg"))
     assert len(jpgs) == summary.images
     assert not list(tmp_path.rglob("*.dcm")) and not list(tmp_path.rglob("*.txt"))
-    assert not (tmp_path / f"{layout.RECORD_LIST}.gz").exists()
+    assert not (tmp_path / f"{mimic_layout.RECORD_LIST}.gz").exists()
     with Image.open(jpgs[0]) as image:
         assert image.mode == "L" and image.format == "JPEG"
     with zipfile.ZipFile(tmp_path / "mimic-cxr-reports.zip") as archive:
         names = archive.namelist()
-    studies = _table(tmp_path, layout.METADATA)["study_id"].unique()
+    studies = _table(tmp_path, mimic_layout.METADATA)["study_id"].unique()
     assert len(names) == len(studies) == summary.studies
 
 

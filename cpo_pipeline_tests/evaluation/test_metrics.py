@@ -10,7 +10,6 @@ import pytest
 from cpo_pipeline.concepts.mentions import ConceptExtractor
 from cpo_pipeline.concepts.ontology import load_ontology
 from cpo_pipeline.evaluation.auc import auc_table
-from cpo_pipeline.evaluation.bootstrap import mean_interval, resample_weights
 from cpo_pipeline.evaluation.classification import (
     AVERAGE_FIVE,
     EXACT,
@@ -29,6 +28,7 @@ from cpo_pipeline.evaluation.drift import (
     synonym_pairs,
 )
 from cpo_pipeline.evaluation.nlg import nlg_scores
+from cpo_pipeline.evaluation.resampling import mean_interval, resample_weights
 from cpo_pipeline.radiology.answer_format import format_trajectory
 from cpo_pipeline.radiology.chexpert import CHEXPERT_LABELS
 

@@ -9,7 +9,7 @@ import pydicom
 import pytest
 from pydicom.encaps import encapsulate
 
-from cpo_pipeline import layout
+from cpo_pipeline import mimic_layout
 from cpo_pipeline.demo.generator import DemoConfig, write_demo_tree
 from cpo_pipeline.ingestion.images import DECODE_CACHE_NAME
 from cpo_pipeline.ingestion.ingest import IngestOptions, ingest
@@ -31,7 +31,7 @@ def seeded(tmp_path_factory):
     """The demo tree with one bad input of each kind, each in a different study."""
     root = tmp_path_factory.mktemp("bad")
     write_demo_tree(root, DemoConfig(patients=16, seed=21))
-    records = _read(root, layout.RECORD_LIST)
+    records = _read(root, mimic_layout.RECORD_LIST)
     one_per_study = records.drop_duplicates("study_id").reset_index(drop=True)
     victims = iter(one_per_study.itertuples())
     expected = {}
@@ -57,27 +57,27 @@ def seeded(tmp_path_factory):
     _, path = victim("image_missing")
     path.unlink()
     row, _ = victim("report_missing")
-    (root / layout.report_relpath(int(row.subject_id), int(row.study_id))).unlink()
+    (root / mimic_layout.report_relpath(int(row.subject_id), int(row.study_id))).unlink()
     row, _ = victim("report_empty")
-    (root / layout.report_relpath(int(row.subject_id), int(row.study_id))).write_text("  \n")
+    (root / mimic_layout.report_relpath(int(row.subject_id), int(row.study_id))).write_text("  \n")
 
     row, _ = victim("label_value")
-    labels = _read(root, layout.CHEXPERT)
+    labels = _read(root, mimic_layout.CHEXPERT)
     labels.loc[labels["study_id"] == row.study_id, "Edema"] = "2"
-    _write(root, layout.CHEXPERT, labels)
+    _write(root, mimic_layout.CHEXPERT, labels)
 
     row, _ = victim("ids_disagree")
-    metadata = _read(root, layout.METADATA)
+    metadata = _read(root, mimic_layout.METADATA)
     other_study = next(s for s in metadata["study_id"] if s != row.study_id)
     metadata.loc[metadata["dicom_id"] == row.dicom_id, "study_id"] = other_study
-    _write(root, layout.METADATA, metadata)
+    _write(root, mimic_layout.METADATA, metadata)
     expected["other_study"] = other_study
 
     records = pd.concat([records, pd.DataFrame([{
         "subject_id": "1x000000", "study_id": "50000000",
         "dicom_id": "00000000-00000000-00000000-00000000-00000000", "path": "files/p1x/bad.dcm",
     }])])
-    _write(root, layout.RECORD_LIST, records)
+    _write(root, mimic_layout.RECORD_LIST, records)
     return root, expected
 
 
@@ -128,20 +128,20 @@ def test_exactly_the_seeded_inputs_are_rejected(seeded, ingested):
     victim = expected["ids_disagree"]
     root = seeded[0]
     assert disagree["path"] == (
-        f"{root / layout.METADATA}.gz:{_line_of(root, layout.METADATA, victim.dicom_id)}")
+        f"{root / mimic_layout.METADATA}.gz:{_line_of(root, mimic_layout.METADATA, victim.dicom_id)}")
     assert disagree["reason"] == (
-        f"ids disagree between files: {layout.RECORD_LIST}.gz:"
-        f"{_line_of(root, layout.RECORD_LIST, victim.dicom_id)} says subject {victim.subject_id} "
-        f"study {victim.study_id}, {layout.METADATA}.gz says subject {victim.subject_id} "
+        f"ids disagree between files: {mimic_layout.RECORD_LIST}.gz:"
+        f"{_line_of(root, mimic_layout.RECORD_LIST, victim.dicom_id)} says subject {victim.subject_id} "
+        f"study {victim.study_id}, {mimic_layout.METADATA}.gz says subject {victim.subject_id} "
         f"study {expected['other_study']}")
     malformed = rejects[rejects["stage"] == "index:cxr-record-list.csv"].iloc[0]
     assert "malformed subject_id '1x000000'" in malformed["reason"]
-    assert malformed["path"].endswith(f"{layout.RECORD_LIST}.gz:{len(_read(seeded[0], layout.RECORD_LIST)) + 1}")
+    assert malformed["path"].endswith(f"{mimic_layout.RECORD_LIST}.gz:{len(_read(seeded[0], mimic_layout.RECORD_LIST)) + 1}")
 
 
 def test_nothing_good_is_lost_beside_the_bad_inputs(seeded, ingested):
     root, expected = seeded
-    listed = _read(root, layout.RECORD_LIST)
+    listed = _read(root, mimic_layout.RECORD_LIST)
     listed = listed[listed["subject_id"] != "1x000000"]
     bad_images = {expected[k].dicom_id for k in
                   ("truncated", "not_dicom", "no_pixels", "unsupported_syntax", "image_missing",

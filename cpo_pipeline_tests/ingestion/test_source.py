@@ -1,6 +1,6 @@
 import gzip
 
-from cpo_pipeline import layout
+from cpo_pipeline import mimic_layout
 from cpo_pipeline.demo.generator import DemoConfig, write_demo_tree
 from cpo_pipeline.ingestion.source import (
     MimicSource,
@@ -25,9 +25,9 @@ def test_tables_are_found_gzipped_or_plain_in_either_root(tmp_path):
     (jpg / "mimic-cxr-2.0.0-split.csv").write_text("")
     source = MimicSource(dicom, jpg, is_demo=False)
 
-    assert source.find_table(layout.RECORD_LIST) == dicom / "cxr-record-list.csv.gz"
-    assert source.find_table(layout.SPLIT) == jpg / "mimic-cxr-2.0.0-split.csv"
-    assert source.find_table(layout.CHEXPERT) is None
+    assert source.find_table(mimic_layout.RECORD_LIST) == dicom / "cxr-record-list.csv.gz"
+    assert source.find_table(mimic_layout.SPLIT) == jpg / "mimic-cxr-2.0.0-split.csv"
+    assert source.find_table(mimic_layout.CHEXPERT) is None
 
 
 def test_one_tree_named_by_both_variables_is_one_root(tmp_path):
@@ -42,6 +42,6 @@ def test_manifest_hash_is_stable_and_changes_when_an_index_table_changes(tmp_pat
     before = manifest_hash(source_manifest(source))
 
     assert manifest_hash(source_manifest(source)) == before
-    with gzip.open(tmp_path / f"{layout.CHEXPERT}.gz", "at") as handle:
+    with gzip.open(tmp_path / f"{mimic_layout.CHEXPERT}.gz", "at") as handle:
         handle.write("10000001,50000001,1.0,,,,,,,,,,,,,\n")
     assert manifest_hash(source_manifest(source)) != before

@@ -24,8 +24,8 @@ from urllib.parse import quote
 
 import pytest
 
-from cpo_pipeline.demo.bootstrap import ensure_demo_tree
 from cpo_pipeline.demo.generator import DemoConfig
+from cpo_pipeline.demo.tree import ensure_demo_tree
 from cpo_pipeline.settings import DATA_ROOT_ENV, load_settings
 
 sync_api = pytest.importorskip(

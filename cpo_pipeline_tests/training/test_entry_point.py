@@ -12,7 +12,7 @@ from pathlib import Path
 
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
-from cpo_pipeline.training import layout
+from cpo_pipeline.training import run_dirs
 from cpo_pipeline.training.config import SFT, TINY, TrainingConfig
 from cpo_pipeline.training.launch import launch_command
 from cpo_pipeline_tests.training.sets import save_sft_set
@@ -38,7 +38,7 @@ def _free_port() -> int:
 def _wait_for_checkpoint(process: subprocess.Popen, trainer: Path, timeout: float) -> Path:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        complete = layout.complete_checkpoints(trainer)
+        complete = run_dirs.complete_checkpoints(trainer)
         if complete:
             return complete[-1]
         assert process.poll() is None, "the run ended before writing a checkpoint"
@@ -51,26 +51,26 @@ def test_a_killed_run_resumes_from_its_last_checkpoint_and_finishes(tmp_path):
     run = tmp_path / "run"
     process = subprocess.Popen(launch_command(config), env=_ENV, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
-    _wait_for_checkpoint(process, layout.trainer_dir(run), timeout=120)
+    _wait_for_checkpoint(process, run_dirs.trainer_dir(run), timeout=120)
     process.send_signal(signal.SIGKILL)
     process.wait()
 
-    assert not layout.model_dir(run).exists()  # nothing half-written stands as the model
-    survived = layout.complete_checkpoints(layout.trainer_dir(run))
+    assert not run_dirs.model_dir(run).exists()  # nothing half-written stands as the model
+    survived = run_dirs.complete_checkpoints(run_dirs.trainer_dir(run))
     assert survived
     resumed = subprocess.run(launch_command(config), env=_ENV, capture_output=True, text=True,
                              check=False)
 
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    summary = layout.read_summary(run)
+    summary = run_dirs.read_summary(run)
     assert 2 <= summary["resumed_from_step"] < 60
     assert summary["resumed_from_step"] >= int(survived[-1].name.split("-")[1])
     assert summary["global_step"] == 60
     # The history restored from the checkpoint plus the steps after it: every step logged once.
-    steps = [row["step"] for row in layout.read_log_history(layout.model_dir(run))
+    steps = [row["step"] for row in run_dirs.read_log_history(run_dirs.model_dir(run))
              if "loss" in row]
     assert steps == list(range(1, 61))
-    assert not layout.trainer_dir(run).exists()
+    assert not run_dirs.trainer_dir(run).exists()
 
 
 def test_two_processes_train_one_model_over_gloo(tmp_path):
@@ -82,19 +82,19 @@ def test_two_processes_train_one_model_over_gloo(tmp_path):
 
     assert finished.returncode == 0, finished.stderr[-3000:]
     run = tmp_path / "run"
-    summary = layout.read_summary(run)
+    summary = run_dirs.read_summary(run)
     assert summary["world_size"] == 2
     assert summary["global_step"] == 3
     # Each step took a batch of 2 on each of the 2 processes: 12 samples in 3 steps.
     samples = summary["train_samples_per_second"] * summary["train_runtime_s"]
     assert abs(samples - 12) < 0.5
-    history = layout.read_log_history(layout.model_dir(run))
+    history = run_dirs.read_log_history(run_dirs.model_dir(run))
     assert [row["step"] for row in history if "loss" in row] == [1, 2, 3]
-    assert summary["mlflow"]["run_id"] and summary["data_version"] == layout.model_version(
-        layout.model_dir(run))
+    assert summary["mlflow"]["run_id"] and summary["data_version"] == run_dirs.model_version(
+        run_dirs.model_dir(run))
     # One model, written once by the main process, that loads like any checkpoint.
     assert [p.name for p in run.iterdir() if p.name.startswith(".model")] == []
-    model = AutoModelForImageTextToText.from_pretrained(layout.model_dir(run))
-    processor = AutoProcessor.from_pretrained(layout.model_dir(run))
+    model = AutoModelForImageTextToText.from_pretrained(run_dirs.model_dir(run))
+    processor = AutoProcessor.from_pretrained(run_dirs.model_dir(run))
     assert model.config.model_type == "llava" and processor.tokenizer.pad_token == "<pad>"
-    assert json.loads((layout.model_dir(run) / layout.SUMMARY).read_text()) == summary
+    assert json.loads((run_dirs.model_dir(run) / run_dirs.SUMMARY).read_text()) == summary

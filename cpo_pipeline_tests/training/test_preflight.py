@@ -8,7 +8,7 @@ from datasets import Dataset, Features, Image, List, Value
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from cpo_pipeline.preference.prompt import DEFAULT_REQUEST
-from cpo_pipeline.training import layout
+from cpo_pipeline.training import run_dirs
 from cpo_pipeline.training.config import DPO, SFT, TINY, TrainingConfig
 from cpo_pipeline.training.preflight import TrainingConfigError
 from cpo_pipeline.training.tiny_model import build_tiny_model
@@ -43,8 +43,8 @@ def _rejected(config: TrainingConfig, match: str) -> None:
     with pytest.raises(TrainingConfigError, match=match):
         run_training(config)
     run = Path(config.output_dir)
-    assert not layout.trainer_dir(run).exists()
-    assert not layout.model_dir(run).exists()
+    assert not run_dirs.trainer_dir(run).exists()
+    assert not run_dirs.model_dir(run).exists()
 
 
 def test_an_unknown_model_path_is_named(tmp_path, pair_set):
@@ -136,7 +136,7 @@ def test_the_entry_point_exits_2_and_records_the_reason(tmp_path, capsys):
 
     assert status == CONFIG_ERROR_EXIT
     assert "does not exist: materialize" in capsys.readouterr().err
-    assert "does not exist" in (run / layout.FAILURE).read_text()
+    assert "does not exist" in (run / run_dirs.FAILURE).read_text()
 
 
 def test_the_pixel_cap_reaches_a_processor_that_resizes_by_pixel_count():

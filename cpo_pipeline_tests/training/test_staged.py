@@ -29,7 +29,7 @@ from cpo_pipeline.evaluation.staged import (
 from cpo_pipeline.preference.export import dataset_dir
 from cpo_pipeline.radiology.chexpert import CHEXPERT_LABELS, NO_FINDING
 from cpo_pipeline.resources.rooted import rooted_resources
-from cpo_pipeline.training import layout
+from cpo_pipeline.training import run_dirs
 from cpo_pipeline_tests.pipeline import ASSETS
 
 STAGED = ("staged_training_sets", "staged_models", "staged_evaluation")
@@ -90,17 +90,17 @@ def test_each_stage_starts_from_the_previous_stage_and_refers_to_the_stage_0_sft
     data_root, _ = staged
     manifest = _manifest(data_root)
     [initial] = manifest["runs"][INITIAL]
-    initial_dir = str(layout.model_dir(data_root / initial["run_dir"]))
+    initial_dir = str(run_dirs.model_dir(data_root / initial["run_dir"]))
     assert manifest["runs"]["sft"][0]["data_version"] == initial["data_version"]
     for method in ("sft", "cpo"):
         entries = manifest["runs"][method]
         assert [entry["stage"] for entry in entries] == [0, 1, 2]
         for stage, entry in enumerate(entries):
-            summary = layout.read_summary(data_root / entry["run_dir"])
+            summary = run_dirs.read_summary(data_root / entry["run_dir"])
             if method == "sft" and stage == 0:
                 continue
             previous = (initial if stage == 0 else entries[stage - 1])["run_dir"]
-            assert summary["starting_model"] == str(layout.model_dir(data_root / previous))
+            assert summary["starting_model"] == str(run_dirs.model_dir(data_root / previous))
             assert summary["dataset_name"] == f"{METHOD_SETS[method]}@stage-{stage}"
             assert summary["dataset_rows"] == len(load_from_disk(
                 str(stage_split(data_root, stage, METHOD_SETS[method]))))
@@ -128,7 +128,7 @@ def test_an_unchanged_rerun_trains_nothing_and_a_previous_reference_is_new_runs_
     assert after[0]["run_dir"] == before[0]["run_dir"] and after[0]["reused"]
     for stage in (1, 2):
         assert after[stage]["run_dir"] != before[stage]["run_dir"]
-        summary = layout.read_summary(data_root / after[stage]["run_dir"])
+        summary = run_dirs.read_summary(data_root / after[stage]["run_dir"])
         assert summary["reference_model"] is None  # the starting model is the reference
     # Put the fixture's manifest back for the tests that read it after this one.
     materialize(data_root, ["staged_models"])

@@ -16,7 +16,7 @@ from cpo_pipeline.definitions import defs
 from cpo_pipeline.preference.card import DATA_USE_NOTICE
 from cpo_pipeline.radiology.answer_format import parse_trajectory
 from cpo_pipeline.resources.rooted import rooted_resources
-from cpo_pipeline.training import layout
+from cpo_pipeline.training import run_dirs
 from cpo_pipeline.training.train import prompt_inputs
 from cpo_pipeline_tests.pipeline import ASSETS
 
@@ -65,7 +65,7 @@ def test_the_four_models_materialize_through_pipes_with_a_content_version(traine
         model_dir = _value(materialization, "checkpoint_dir")
         assert model_dir.startswith(str(checkpoint)) and model_dir.endswith("/model")
         version = materialization.tags["dagster/data_version"]
-        assert version == layout.model_version(layout.model_dir(layout.read_current(
+        assert version == run_dirs.model_version(run_dirs.model_dir(run_dirs.read_current(
             data_root, name)[0]))
         assert _value(materialization, "skipped_unchanged") is False
         assert _value(materialization, "global_step") > 0
@@ -98,7 +98,7 @@ def test_cpo_reward_accuracy_on_its_training_pairs_ends_above_chance(trained):
 @pytest.mark.parametrize("name", MODELS)
 def test_each_checkpoint_reloads_and_answers_in_the_trajectory_format(trained, name):
     data_root, _ = trained
-    model_dir = layout.model_dir(layout.read_current(data_root, name)[0])
+    model_dir = run_dirs.model_dir(run_dirs.read_current(data_root, name)[0])
     example = load_from_disk(str(data_root / "datasets" / "sft_dataset" / "validate"))[0]
     processor = AutoProcessor.from_pretrained(model_dir)
     model = AutoModelForImageTextToText.from_pretrained(model_dir).eval()
@@ -114,9 +114,9 @@ def test_each_checkpoint_reloads_and_answers_in_the_trajectory_format(trained, n
 def test_the_model_card_names_base_data_recipe_and_the_data_use_notice(trained):
     data_root, result = trained
     card = _value(_materializations(result)["cpo_model"], "model_card")
-    run = layout.read_current(data_root, "cpo_model")[0]
+    run = run_dirs.read_current(data_root, "cpo_model")[0]
 
-    assert card == (layout.model_dir(run) / layout.CARD).read_text()
+    assert card == (run_dirs.model_dir(run) / run_dirs.CARD).read_text()
     assert card.startswith("---\nbase_model: \"tiny-offline\"\n")
     assert 'pipeline_tag: "image-text-to-text"' in card
     assert "`preference_pairs`" in card and "| beta | 0.1 |" in card
@@ -139,7 +139,7 @@ def test_mlflow_holds_the_runs_parameters_metrics_and_checkpoint(trained):
                                 (run_id,)))
     assert float(params["learning_rate"]) == _value(cpo, "recipe")["learning_rate"]
     assert params["beta"] == "0.1"
-    history = layout.read_log_history(Path(_value(cpo, "checkpoint_dir")))
+    history = run_dirs.read_log_history(Path(_value(cpo, "checkpoint_dir")))
     assert losses == len([row for row in history if "loss" in row]) > 0
     assert tags["checkpoint_dir"] == _value(cpo, "checkpoint_dir")
     assert final["final_train_rewards_accuracies"] == pytest.approx(_value(cpo,
@@ -168,8 +168,8 @@ def test_an_unchanged_rematerialization_is_skipped_with_the_same_data_version(tr
 
 def test_force_trains_again_and_a_changed_config_is_a_new_run(trained):
     data_root, _ = trained
-    run, old_version = layout.read_current(data_root, "cpo_no_cot_model")
-    old = json.loads((run / layout.RUN_CONFIG).read_text())
+    run, old_version = run_dirs.read_current(data_root, "cpo_no_cot_model")
+    old = json.loads((run / run_dirs.RUN_CONFIG).read_text())
 
     forced = _materializations(materialize(data_root, ["cpo_no_cot_model"], _config(
         cpo_no_cot_model={**SHORT, "force": True})))["cpo_no_cot_model"]
@@ -198,7 +198,7 @@ def test_a_bad_policy_model_fails_the_asset_with_the_reason_and_registers_nothin
     assert description.startswith("model '") and description.endswith(
         "no-such-model' does not exist (no such directory)")
     assert _materializations(result) == {}
-    assert layout.read_current(data_root, "sft_model") is None
+    assert run_dirs.read_current(data_root, "sft_model") is None
 
 
 def test_a_dpo_model_before_any_sft_model_says_so(demo_run, tmp_path):

@@ -1,6 +1,6 @@
-from cpo_pipeline import layout
-from cpo_pipeline.demo.bootstrap import ensure_demo_tree
+from cpo_pipeline import mimic_layout
 from cpo_pipeline.demo.generator import DemoConfig
+from cpo_pipeline.demo.tree import ensure_demo_tree
 
 
 def test_demo_tree_is_created_once_and_then_reused(tmp_path):
@@ -18,4 +18,4 @@ def test_a_half_written_demo_tree_is_rebuilt(tmp_path):
     (root / "files").mkdir(parents=True)
     ensure_demo_tree(root, DemoConfig(patients=3, seed=1))
 
-    assert (root / f"{layout.RECORD_LIST}.gz").is_file()
+    assert (root / f"{mimic_layout.RECORD_LIST}.gz").is_file()
