@@ -20,7 +20,6 @@ import pyarrow as pa
 from pydantic import Field
 
 from cpo_pipeline import schemas
-from cpo_pipeline.assets.metadata import png_markdown
 from cpo_pipeline.concepts.graph import (
     ConceptGraphFiles,
     associated_and_excluded,
@@ -59,6 +58,7 @@ from cpo_pipeline.llm.response_cache import ResponseCache
 from cpo_pipeline.resources.llm import LLMEndpointResource
 from cpo_pipeline.resources.settings import PipelineSettings
 from cpo_pipeline.storage import atomic_target, content_hash, write_parquet
+from cpo_pipeline.wiring.metadata import png_markdown
 
 _SEED = load_ontology()
 # Changes with the seed file, the scoring rules, the LLM prompt or what the graph records

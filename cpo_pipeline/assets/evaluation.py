@@ -20,7 +20,6 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from cpo_pipeline.assets.metadata import png_markdown
 from cpo_pipeline.preference.export import dataset_dir
 from cpo_pipeline.radiology.answer_format import parse_trajectory
 from cpo_pipeline.radiology.chexpert import CHEXPERT_LABELS
@@ -28,6 +27,7 @@ from cpo_pipeline.resources.settings import PipelineSettings
 from cpo_pipeline.storage import atomic_target, content_hash
 from cpo_pipeline.training import run_dirs
 from cpo_pipeline.training.config import TINY_MODEL
+from cpo_pipeline.wiring.metadata import png_markdown
 
 EVALUATION_VERSION = "1"
 MODELS = ("sft_model", "cpo_model", "dpo_random_model", "cpo_no_cot_model")

@@ -10,7 +10,6 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from cpo_pipeline.assets.metadata import png_markdown, sample_table
 from cpo_pipeline.assets.source import mimic_cxr_source
 from cpo_pipeline.ingestion.ingest import IngestedTables, IngestOptions, ingest
 from cpo_pipeline.ingestion.summary import (
@@ -23,6 +22,7 @@ from cpo_pipeline.radiology.chexpert import CHEXPERT_LABELS
 from cpo_pipeline.resources.settings import PipelineSettings
 from cpo_pipeline.schemas import content_version
 from cpo_pipeline.storage import IMAGES_DIRNAME, atomic_target
+from cpo_pipeline.wiring.metadata import png_markdown, sample_table
 
 _LABEL_DOMAIN = {1.0, 0.0, -1.0}
 _THUMBNAILS = 8

@@ -14,7 +14,6 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from cpo_pipeline.assets.metadata import hard_negative_bounds, sample_table
 from cpo_pipeline.preference import assembly
 from cpo_pipeline.preference.assembly import VERSION_COLUMNS, Assembled, InputVersions
 from cpo_pipeline.preference.card import PAIR_COLUMNS, SFT_COLUMNS, dataset_card, rows_per_split
@@ -31,6 +30,7 @@ from cpo_pipeline.preference.export import dataset_dir, export_set
 from cpo_pipeline.preference.prompt import DEFAULT_REQUEST, prompt_hash
 from cpo_pipeline.resources.settings import PipelineSettings
 from cpo_pipeline.schemas import content_version
+from cpo_pipeline.wiring.metadata import hard_negative_bounds, sample_table
 
 PREFERENCE_VERSION = "1"
 _GROUP = "preference"

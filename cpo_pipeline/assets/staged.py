@@ -30,7 +30,6 @@ from cpo_pipeline.assets.evaluation import (
     leakage_check,
     test_rows,
 )
-from cpo_pipeline.assets.metadata import png_markdown
 from cpo_pipeline.assets.preference import (
     diagnosis_only_pairs,
     preference_pairs,
@@ -53,6 +52,7 @@ from cpo_pipeline.resources.settings import PipelineSettings
 from cpo_pipeline.storage import atomic_target, content_hash
 from cpo_pipeline.training import run_dirs
 from cpo_pipeline.training.config import DPO, SFT
+from cpo_pipeline.wiring.metadata import png_markdown
 
 STAGED_VERSION = "1"
 # The evaluation's own: "2" added the No Finding floor and the exact-answer matrices.

@@ -23,7 +23,6 @@ import dagster as dg
 from dagster._core.errors import DagsterPipesExecutionError
 from pydantic import Field, create_model
 
-from cpo_pipeline.assets.metadata import png_markdown
 from cpo_pipeline.assets.preference import (
     diagnosis_only_pairs,
     preference_pairs,
@@ -38,6 +37,7 @@ from cpo_pipeline.training.launch import describe_command, launch_command, model
 from cpo_pipeline.training.plots import training_curves_png
 from cpo_pipeline.training.report import PATH, metadata_type, summary_metadata
 from cpo_pipeline.training.tracking import TRACKING_URI_ENV, sqlite_store
+from cpo_pipeline.wiring.metadata import png_markdown
 
 TRAINING_VERSION = "1"
 GPU_POOL = "gpu"

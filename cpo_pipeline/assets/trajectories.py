@@ -14,7 +14,6 @@ import pandas as pd
 from pydantic import Field
 
 from cpo_pipeline.assets.concepts import concept_graph
-from cpo_pipeline.assets.metadata import hard_negative_bounds, sample_table, word_diff_markdown
 from cpo_pipeline.concepts.graph import ConceptGraphFiles, read_graph
 from cpo_pipeline.concepts.mentions import ConceptExtractor
 from cpo_pipeline.concepts.ontology import load_ontology
@@ -45,6 +44,7 @@ from cpo_pipeline.resources.llm import LLMEndpointResource
 from cpo_pipeline.resources.settings import PipelineSettings
 from cpo_pipeline.schemas import content_version
 from cpo_pipeline.storage import previous_table
+from cpo_pipeline.wiring.metadata import hard_negative_bounds, sample_table, word_diff_markdown
 
 GENERATOR_VERSION = "8"
 _DIFF_SAMPLES = 5

@@ -8,9 +8,9 @@ import pandas as pd
 import pyarrow as pa
 
 from cpo_pipeline import schemas
-from cpo_pipeline.assets.metadata import column_schema
 from cpo_pipeline.resources.settings import PipelineSettings
 from cpo_pipeline.storage import read_parquet, table_path, write_parquet
+from cpo_pipeline.wiring.metadata import column_schema
 
 
 class ParquetIOManager(dg.ConfigurableIOManager):
