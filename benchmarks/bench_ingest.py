@@ -34,12 +34,8 @@ from pydicom import dcmread
 
 from cpo_pipeline.demo.dicom import write_dx_dicom
 from cpo_pipeline.demo.phantom import render_chest_phantom
-from cpo_pipeline.ingestion.images import (
-    PNG_COMPRESS_LEVEL,
-    ImageJob,
-    PreprocessConfig,
-    preprocess_images,
-)
+from cpo_pipeline.ingestion.image_store import PNG_COMPRESS_LEVEL
+from cpo_pipeline.ingestion.images import ImageJob, PreprocessConfig, preprocess_images
 
 ONE_WORKER = 0.9  # target: x the baseline's images/s
 TWO_WORKERS = 1.7  # target: x the pipeline's own 1-worker images/s

@@ -9,16 +9,14 @@ from pathlib import Path
 import pandas as pd
 
 from cpo_pipeline import mimic_layout
-from cpo_pipeline.ingestion.images import (
+from cpo_pipeline.ingestion.image_store import (
     IMAGE_RESULT_FIELDS,
-    ImageJob,
     ImageResult,
-    PreprocessConfig,
-    preprocess_images,
     read_decode_cache,
     same_pixels,
     write_decode_cache,
 )
+from cpo_pipeline.ingestion.images import ImageJob, PreprocessConfig, preprocess_images
 from cpo_pipeline.ingestion.index import Reject, read_image_index, rejects_frame
 from cpo_pipeline.ingestion.labels import read_labels, read_test_set_labels
 from cpo_pipeline.ingestion.reports import read_reports
@@ -76,7 +74,7 @@ def ingest(source: MimicSource, options: IngestOptions, image_store: Path) -> In
     """Read, check and join everything; every input that cannot be used becomes a reject.
 
     Images whose source bytes and recipe are unchanged since the store's last run are not
-    decoded again (`images.read_decode_cache`), whichever tables that run wrote.
+    decoded again (`image_store.read_decode_cache`), whichever tables that run wrote.
     """
     index, study_list, rejects = read_image_index(source)
 

@@ -2,7 +2,7 @@
 pole of a full ingest, can fan out over machines.
 
 A shard run decodes only its shard's listed images and records them in a file of its own
-(`images.write_shard_record`); the unpartitioned ingestion then reads those records with the
+(`image_store.write_shard_record`); the unpartitioned ingestion then reads those records with the
 store's decode cache and decodes nothing they cover. Images a shard run rejects are not recorded:
 the unpartitioned run tries them again and is the one that reports them in `ingest_rejects`.
 """
@@ -12,14 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from cpo_pipeline.ingestion.image_store import read_decode_cache, same_pixels, write_shard_record
 from cpo_pipeline.ingestion.images import (
     ImageJob,
     ImageReject,
     PreprocessConfig,
     preprocess_images,
-    read_decode_cache,
-    same_pixels,
-    write_shard_record,
 )
 from cpo_pipeline.ingestion.index import read_image_index
 from cpo_pipeline.ingestion.source import MimicSource

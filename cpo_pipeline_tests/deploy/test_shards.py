@@ -10,7 +10,7 @@ import pytest
 from cpo_pipeline.assets.shards import decode_image_shards
 from cpo_pipeline.definitions import defs
 from cpo_pipeline.demo.generator import DemoConfig, write_demo_tree
-from cpo_pipeline.ingestion.images import (
+from cpo_pipeline.ingestion.image_store import (
     DECODE_CACHE_NAME,
     SHARD_RECORDS_DIRNAME,
     ImageResult,

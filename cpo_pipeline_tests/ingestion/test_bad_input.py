@@ -11,7 +11,7 @@ from pydicom.encaps import encapsulate
 
 from cpo_pipeline import mimic_layout
 from cpo_pipeline.demo.generator import DemoConfig, write_demo_tree
-from cpo_pipeline.ingestion.images import DECODE_CACHE_NAME
+from cpo_pipeline.ingestion.image_store import DECODE_CACHE_NAME
 from cpo_pipeline.ingestion.ingest import IngestOptions, ingest
 from cpo_pipeline.ingestion.source import MimicSource
 

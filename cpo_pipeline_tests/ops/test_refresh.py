@@ -32,7 +32,7 @@ from cpo_pipeline.counterfactuals.generation import (
 )
 from cpo_pipeline.definitions import defs
 from cpo_pipeline.demo.generator import DemoConfig, write_demo_tree
-from cpo_pipeline.ingestion.images import DECODE_CACHE_NAME
+from cpo_pipeline.ingestion.image_store import DECODE_CACHE_NAME
 from cpo_pipeline.sensors import SOURCE_VERSION_TAG, mimic_cxr_source_changed
 from cpo_pipeline.storage import IMAGES_DIRNAME
 from cpo_pipeline.testing.openai_server import (
