@@ -3,7 +3,8 @@
 `run_chat_requests` is the one way the pipeline talks to an LLM. It refuses endpoints the data use
 agreement does not allow (`endpoint_policy`), answers what the response cache already holds without
 a request, and sends the rest through `AsyncOpenAI` with `concurrency` requests in flight, request-
-and token-per-minute limits, and its own retries (the SDK's are off, so every retry is counted).
+and token-per-minute limits (`rate_limits`), and its own retries (the SDK's are off, so every retry
+is counted; `responses` says which failures a retry can help).
 One bad item never fails the batch: it comes back as a dead letter, with the reason.
 
 httpx2's stock transport (the SDK's default) carries the requests, its pool sized to
@@ -18,30 +19,35 @@ header: never into a message, a log line, the cache or a result.
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import math
 import random
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC
-from enum import StrEnum
 from typing import Any, Self
 
 import httpx2
 import openai
 
 from cpo_pipeline.llm.endpoint_policy import check_endpoint_allowed
+from cpo_pipeline.llm.rate_limits import RateLimiter, estimated_tokens
 from cpo_pipeline.llm.response_cache import CachedResponse, ResponseCache
+from cpo_pipeline.llm.responses import (
+    AttemptFailed,
+    Completion,
+    RetryCause,
+    json_payload,
+    read_completion,
+    reported_usage,
+    request_failure,
+)
 from cpo_pipeline.settings import Secret
 from cpo_pipeline.storage import content_hash
 
 # The SDK insists on a key; local servers (vLLM, llama.cpp) ignore it. A placeholder, and never
 # OPENAI_API_KEY from the environment, which belongs to some other endpoint.
 _NO_API_KEY = "no-key"
-# A rough English average, enough to budget tokens before the server reports the real usage.
-_CHARS_PER_TOKEN = 4
 _ONE_OFF_KEY = "one-off"
 
 Messages = list[dict[str, Any]]
@@ -121,16 +127,6 @@ class ChatResult:
         return self.error is None
 
 
-class RetryCause(StrEnum):
-    RATE_LIMITED = "rate_limited"  # 429
-    SERVER_ERROR = "server_error"  # 5xx
-    TIMEOUT = "timeout"  # no response in time, or 408
-    CONFLICT = "conflict"  # 409
-    CONNECTION_ERROR = "connection_error"
-    MALFORMED = "malformed_completion"  # not JSON, no choices, empty content
-    REJECTED = "rejected_by_validator"
-
-
 @dataclass
 class RequestCounters:
     """What a batch cost. Pass the same instance to several calls to add them up."""
@@ -172,23 +168,6 @@ def response_key(config: EndpointConfig, request: ChatRequest) -> str:
             "parameters": config.parameters,
         }
     )
-
-
-def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
-    """Seconds to wait from a Retry-After value (seconds or an HTTP date); None if unusable."""
-    if value is None:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        seconds = when.timestamp() - (time.time() if now is None else now)
-    return max(0.0, seconds) if math.isfinite(seconds) else None
 
 
 async def run_chat_requests(
@@ -315,12 +294,6 @@ def _cache_entry(result: ChatResult) -> CachedResponse:
     )
 
 
-def _estimated_tokens(messages: Messages, max_tokens: int) -> int:
-    """What a request may cost before the server says: prompt characters / 4, plus `max_tokens`."""
-    characters = sum(len(str(message.get("content", ""))) for message in messages)
-    return characters // _CHARS_PER_TOKEN + max_tokens
-
-
 class _ProgressReporter:
     def __init__(
         self,
@@ -346,64 +319,6 @@ class _ProgressReporter:
             self._callback(self._done, self._total, self._counters)
 
 
-class _TokenBucket:
-    """At most `per_minute` units a minute, in bursts of at most one second's worth.
-
-    Providers enforce per-minute limits over shorter windows too, so a whole minute's burst at
-    the start would only buy 429s. A cost larger than a burst waits for a full bucket, then goes
-    into debt, so it is delayed rather than refused.
-    """
-
-    def __init__(self, per_minute: int) -> None:
-        self._rate = per_minute / 60.0
-        self._capacity = max(1.0, self._rate)
-        self._level = self._capacity
-        self._updated = time.monotonic()
-        self._turn = asyncio.Lock()  # first come, first served
-
-    def _refill(self) -> None:
-        now = time.monotonic()
-        self._level = min(self._capacity, self._level + (now - self._updated) * self._rate)
-        self._updated = now
-
-    async def take(self, amount: float) -> None:
-        async with self._turn:
-            self._refill()
-            needed = min(amount, self._capacity)
-            while self._level < needed:
-                await asyncio.sleep((needed - self._level) / self._rate)
-                self._refill()
-            self._level -= amount
-
-    def credit(self, amount: float) -> None:
-        """Give back (negative: charge extra) the difference once the real cost is known."""
-        self._refill()
-        self._level = min(self._capacity, self._level + amount)
-
-
-@dataclass(frozen=True)
-class _Completion:
-    text: str
-    model: str
-    prompt_tokens: int
-    completion_tokens: int
-
-
-class _AttemptFailed(Exception):
-    def __init__(self, reason: str, cause: RetryCause | None, retry_after: float | None = None):
-        super().__init__(reason)
-        self.reason = reason
-        self.cause = cause  # None: retrying cannot help
-        self.retry_after = retry_after
-
-
-_RETRY_CAUSE_BY_STATUS = {
-    408: RetryCause.TIMEOUT,
-    409: RetryCause.CONFLICT,
-    429: RetryCause.RATE_LIMITED,
-}
-
-
 class _EndpointSession:
     """The connections, limits and retry policy shared by the workers of one batch."""
 
@@ -418,11 +333,7 @@ class _EndpointSession:
             timeout=config.timeout_s,
             http_client=openai.DefaultAsyncHttpxClient(transport=_pooled_transport(config)),
         )
-        self._requests = (
-            _TokenBucket(config.requests_per_minute) if config.requests_per_minute else None
-        )
-        self._tokens = _TokenBucket(config.tokens_per_minute) if config.tokens_per_minute else None
-        self._paused_until = 0.0  # monotonic; set by Retry-After, honoured by every worker
+        self._limits = RateLimiter(config.requests_per_minute, config.tokens_per_minute)
 
     async def __aenter__(self) -> Self:
         return self
@@ -434,18 +345,18 @@ class _EndpointSession:
         """The request's completion or dead letter, after as many attempts as the policy allows."""
         config = self._config
         body = {"model": config.model, "messages": request.messages, **config.parameters}
-        estimate = _estimated_tokens(request.messages, config.max_tokens)
+        estimate = estimated_tokens(request.messages, config.max_tokens)
         for attempt in range(1, config.max_attempts + 1):
-            await self._wait_for_turn(estimate)
+            await self._limits.wait_for_turn(estimate)
             started = time.perf_counter()
             try:
                 completion = await self._attempt(body, estimate)
                 rejection = validate(completion.text) if validate is not None else None
                 if rejection is not None:
-                    raise _AttemptFailed(
+                    raise AttemptFailed(
                         f"rejected by the validator: {rejection}", RetryCause.REJECTED
                     )
-            except _AttemptFailed as failure:
+            except AttemptFailed as failure:
                 if failure.cause is None or attempt == config.max_attempts:
                     self._counters.dead_letters += 1
                     plural = "s" if attempt > 1 else ""
@@ -482,54 +393,38 @@ class _EndpointSession:
         """`text` without the API key: some servers quote a rejected key in their error message."""
         return text.replace(self._api_key, "***") if self._api_key else text
 
-    async def _wait_for_turn(self, estimated_tokens: int) -> None:
-        while (pause := self._paused_until - time.monotonic()) > 0:
-            await asyncio.sleep(pause)
-        if self._requests is not None:
-            await self._requests.take(1)
-        if self._tokens is not None:
-            await self._tokens.take(estimated_tokens)
-
     def _retry_delay(self, attempt: int, retry_after: float | None) -> float:
         if retry_after is not None:
-            # The server's word is about the endpoint, not this request: every worker waits.
-            self._paused_until = max(self._paused_until, time.monotonic() + retry_after)
+            self._limits.pause(retry_after)
             return retry_after
         # Full jitter: spreads out the retries of requests that failed together.
         ceiling = min(self._config.backoff_cap_s, self._config.backoff_base_s * 2 ** (attempt - 1))
         return random.uniform(0.0, ceiling)
 
-    async def _attempt(self, body: dict[str, Any], estimate: int) -> _Completion:
+    async def _attempt(self, body: dict[str, Any], estimate: int) -> Completion:
         self._counters.requests_sent += 1
         usage = (0, 0)
         try:
             response = await self._post(body)
-            payload = _json_payload(response)
-            usage = _usage(payload)
-            return _completion(payload, usage, default_model=self._config.model)
+            payload = json_payload(response)
+            usage = reported_usage(payload)
+            return read_completion(payload, usage, default_model=self._config.model)
         finally:
             self._settle(estimate, *usage)
 
     async def _post(self, body: dict[str, Any]) -> httpx2.Response:
         try:
             # `post` with a raw response skips the SDK's typed-params transform and model parsing
-            # (about 0.3 ms of CPU per request); `_completion` checks the body's shape instead.
+            # (about 0.3 ms of CPU per request); `read_completion` checks the body's shape instead.
             return await self._client.post("/chat/completions", cast_to=httpx2.Response, body=body)
-        except openai.APITimeoutError as error:
-            reason = f"no response within {self._config.timeout_s} s"
-            raise _AttemptFailed(reason, RetryCause.TIMEOUT) from error
-        except openai.APIConnectionError as error:
-            reason = f"connection failed: {error.__cause__ or error}"
-            raise _AttemptFailed(reason, RetryCause.CONNECTION_ERROR) from error
-        except openai.APIStatusError as error:
-            raise _status_failure(error) from error
+        except (openai.APITimeoutError, openai.APIConnectionError, openai.APIStatusError) as error:
+            raise request_failure(error, timeout_s=self._config.timeout_s) from error
 
     def _settle(self, estimate: int, prompt_tokens: int, completion_tokens: int) -> None:
         """Count the tokens the server reported and correct the token budget's estimate."""
         self._counters.prompt_tokens += prompt_tokens
         self._counters.completion_tokens += completion_tokens
-        if self._tokens is not None:
-            self._tokens.credit(estimate - prompt_tokens - completion_tokens)
+        self._limits.settle(estimate, prompt_tokens + completion_tokens)
 
 
 def _pooled_transport(config: EndpointConfig) -> httpx2.AsyncHTTPTransport:
@@ -543,48 +438,3 @@ def _pooled_transport(config: EndpointConfig) -> httpx2.AsyncHTTPTransport:
     pool = config.concurrency
     limits = httpx2.Limits(max_connections=pool, max_keepalive_connections=pool)
     return httpx2.AsyncHTTPTransport(limits=limits)
-
-
-def _status_failure(error: openai.APIStatusError) -> _AttemptFailed:
-    status = error.status_code
-    message = error.body.get("message") if isinstance(error.body, dict) else None
-    reason = f"HTTP {status}: {message or error.response.text[:200]}"
-    cause = _RETRY_CAUSE_BY_STATUS.get(status, RetryCause.SERVER_ERROR if status >= 500 else None)
-    return _AttemptFailed(
-        reason, cause, parse_retry_after(error.response.headers.get("retry-after"))
-    )
-
-
-def _json_payload(response: httpx2.Response) -> Any:
-    try:
-        return response.json()
-    except ValueError as error:
-        raise _AttemptFailed(
-            f"the response body is not JSON: {response.text[:80]!r}", RetryCause.MALFORMED
-        ) from error
-
-
-def _usage(payload: Any) -> tuple[int, int]:
-    """Prompt and completion tokens as reported; 0 for whatever is missing or not a count."""
-    usage = payload.get("usage") if isinstance(payload, dict) else None
-    if not isinstance(usage, dict):
-        return 0, 0
-    counts = (usage.get("prompt_tokens"), usage.get("completion_tokens"))
-    prompt, completion = (c if isinstance(c, int) and c >= 0 else 0 for c in counts)
-    return prompt, completion
-
-
-def _completion(payload: Any, usage: tuple[int, int], *, default_model: str) -> _Completion:
-    choices = payload.get("choices") if isinstance(payload, dict) else None
-    if not isinstance(choices, list) or not choices:
-        raise _AttemptFailed("the completion has no choices", RetryCause.MALFORMED)
-    message = choices[0].get("message") if isinstance(choices[0], dict) else None
-    content = message.get("content") if isinstance(message, dict) else None
-    if not isinstance(content, str) or not content.strip():
-        raise _AttemptFailed("the completion's message content is empty", RetryCause.MALFORMED)
-    return _Completion(
-        text=content,
-        model=str(payload.get("model") or default_model),
-        prompt_tokens=usage[0],
-        completion_tokens=usage[1],
-    )

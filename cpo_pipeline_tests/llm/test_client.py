@@ -1,8 +1,6 @@
 import asyncio
 import dataclasses
 import logging
-import time
-from pathlib import Path
 
 import openai
 import pytest
@@ -12,44 +10,16 @@ from cpo_pipeline.llm.client import (
     ChatRequest,
     EndpointConfig,
     RequestCounters,
-    RetryCause,
     complete,
     complete_many,
-    parse_retry_after,
     response_key,
     run_chat_requests,
 )
 from cpo_pipeline.llm.endpoint_policy import EndpointNotAllowedError
-from cpo_pipeline.llm.response_cache import ResponseCache
+from cpo_pipeline.llm.responses import RetryCause
 from cpo_pipeline.settings import Secret
 from cpo_pipeline.testing.openai_server import Fault, FaultKind, OpenAICompatibleServer
-
-API_KEY = "sk-test-4f9c1b7e-never-leak"
-FINDINGS = (
-    "<think> Patchy right lower lobe opacity. </think> The disease of this patient is Pneumonia."
-)
-
-
-def endpoint(server: OpenAICompatibleServer, **overrides) -> EndpointConfig:
-    fast = {"timeout_s": 2.0, "backoff_base_s": 0.01, "backoff_cap_s": 0.05, "max_attempts": 3}
-    return EndpointConfig(
-        server.base_url, "cpo-test-model", api_key=Secret(API_KEY), **{**fast, **overrides}
-    )
-
-
-def asking(*prompts: str) -> list[ChatRequest]:
-    return [ChatRequest(prompt, [{"role": "user", "content": prompt}]) for prompt in prompts]
-
-
-def failing_first(fault: Fault):
-    """A fault plan: each prompt's first request meets `fault`, its retries are answered."""
-    return lambda request: fault if request.repeat == 0 else None
-
-
-@pytest.fixture
-def cache(tmp_path: Path):
-    with ResponseCache(tmp_path / "responses.sqlite") as opened:
-        yield opened
+from cpo_pipeline_tests.llm.endpoints import API_KEY, FINDINGS, asking, endpoint
 
 
 def test_a_completion_carries_the_servers_text_model_and_token_usage(cache):
@@ -75,70 +45,6 @@ def test_a_completion_carries_the_servers_text_model_and_token_usage(cache):
     }
     assert counters.requests_sent == 1
     assert (counters.prompt_tokens, counters.completion_tokens) == (10, 14)
-
-
-def test_a_429_is_retried_no_sooner_than_its_retry_after(cache):
-    rate_limited = Fault(FaultKind.HTTP_ERROR, status=429, retry_after="1")
-    counters = RequestCounters()
-    with OpenAICompatibleServer(faults=failing_first(rate_limited)) as server:
-        [result] = complete_many(endpoint(server), asking("p"), cache=cache, counters=counters)
-        first, second = server.chat_requests
-
-    assert (result.text, result.attempts) == ("echo: p", 2)
-    assert second.received_at - first.received_at >= 1.0
-    assert counters.retries == {RetryCause.RATE_LIMITED: 1}
-
-
-@pytest.mark.parametrize(
-    ("fault", "cause"),
-    [
-        (Fault(FaultKind.HTTP_ERROR, status=500), RetryCause.SERVER_ERROR),
-        (Fault(FaultKind.HTTP_ERROR, status=503), RetryCause.SERVER_ERROR),
-        (Fault(FaultKind.HANG, hang_s=3.0), RetryCause.TIMEOUT),
-        (Fault(FaultKind.CLOSE_CONNECTION), RetryCause.CONNECTION_ERROR),
-        (Fault(FaultKind.GARBAGE_BODY), RetryCause.MALFORMED),
-        (Fault(FaultKind.EMPTY_CONTENT), RetryCause.MALFORMED),
-    ],
-    ids=["500", "503", "timeout", "closed-connection", "garbage-body", "empty-content"],
-)
-def test_a_transient_failure_is_retried_then_succeeds(cache, fault, cause):
-    counters = RequestCounters()
-    with OpenAICompatibleServer(faults=failing_first(fault)) as server:
-        config = endpoint(server, timeout_s=0.3)
-        [result] = complete_many(config, asking("p"), cache=cache, counters=counters)
-
-    assert (result.text, result.attempts, result.error) == ("echo: p", 2, None)
-    assert counters.retries == {cause: 1}
-    assert counters.requests_sent == 2
-
-
-@pytest.mark.parametrize(
-    ("fault", "reason"),
-    [
-        (Fault(FaultKind.EMPTY_CHOICES), "the completion has no choices"),
-        (Fault(FaultKind.EMPTY_CONTENT), "the completion's message content is empty"),
-        (
-            Fault(FaultKind.GARBAGE_BODY),
-            "the response body is not JSON: '<html>502 upstream garbage'",
-        ),
-    ],
-    ids=["empty-choices", "empty-content", "garbage-body"],
-)
-def test_a_malformed_completion_is_retried_then_dead_lettered_without_failing_the_batch(
-    cache, fault, reason
-):
-    counters = RequestCounters()
-    with OpenAICompatibleServer(faults=lambda r: fault if r.prompt == "bad" else None) as server:
-        config = endpoint(server, max_attempts=3)
-        bad, good = complete_many(config, asking("bad", "good"), cache=cache, counters=counters)
-        sent_for_bad = [r for r in server.chat_requests if r.prompt == "bad"]
-
-    assert (bad.text, bad.attempts, bad.ok) == (None, 3, False)
-    assert bad.error == f"{reason} (gave up after 3 attempts)"
-    assert len(sent_for_bad) == 3
-    assert good.text == "echo: good"
-    assert (counters.dead_letters, counters.retries[RetryCause.MALFORMED]) == (1, 2)
-    assert cache.get_many([response_key(config, r) for r in asking("bad")]) == {}
 
 
 def test_a_completion_the_validator_rejects_is_asked_for_again(cache):
@@ -169,16 +75,6 @@ def test_a_completion_the_validator_always_rejects_is_dead_lettered_with_its_ver
     assert result.error == (
         "rejected by the validator: 'echo: p' has no diagnosis line (gave up after 2 attempts)"
     )
-
-
-def test_a_400_is_not_retried_and_the_dead_letter_carries_the_status_and_message(cache):
-    bad_request = Fault(FaultKind.HTTP_ERROR, status=400)
-    with OpenAICompatibleServer(faults=lambda _: bad_request) as server:
-        [result] = complete_many(endpoint(server), asking("p"), cache=cache)
-        sent = len(server.chat_requests)
-
-    assert result.error == "HTTP 400: injected Bad Request (gave up after 1 attempt)"
-    assert (result.attempts, sent) == (1, 1)
 
 
 def test_no_more_requests_are_in_flight_than_the_concurrency(cache):
@@ -219,32 +115,6 @@ def test_the_test_server_lists_its_model_like_an_openai_endpoint():
     with OpenAICompatibleServer(model="qwen-test") as server:
         client = openai.OpenAI(base_url=server.base_url, api_key="unused", max_retries=0)
         assert [model.id for model in client.models.list()] == ["qwen-test"]
-
-
-def test_a_requests_per_minute_limit_spaces_requests_beyond_a_one_second_burst(cache):
-    # 600 a minute: bursts of 10, then one every 0.1 s.
-    with OpenAICompatibleServer() as server:
-        config = endpoint(server, concurrency=14, requests_per_minute=600)
-        started = time.perf_counter()
-        complete_many(config, asking(*map(str, range(14))), cache=cache)
-        elapsed = time.perf_counter() - started
-
-    # Timed on the client: the server's own arrival times bunch up when its thread is starved
-    # of the GIL, and load can only lengthen the client's wait. Without the limit all 14 would
-    # finish in a few milliseconds; with it the last 4 wait 0.1 s each.
-    assert elapsed >= 0.35
-    assert len(server.chat_requests) == 14
-
-
-def test_a_tokens_per_minute_limit_charges_the_usage_the_server_reports(cache):
-    # Each request is budgeted at 10 tokens (max_tokens) but reports 601; at 1000 tokens a
-    # second the third must wait about 0.2 s for the first two's overdraft to be paid back.
-    with OpenAICompatibleServer(responder=lambda _: "word " * 600) as server:
-        config = endpoint(server, concurrency=1, max_tokens=10, tokens_per_minute=60_000)
-        complete_many(config, asking("a", "b", "c"), cache=cache)
-        first, _, third = server.chat_requests
-
-    assert third.received_at - first.received_at >= 0.15
 
 
 def test_cached_keys_are_answered_without_any_request(cache):
@@ -374,21 +244,6 @@ def test_complete_raises_with_the_reason_when_no_completion_is_acceptable():
         pytest.raises(ChatCompletionError, match="HTTP 404: injected Not Found"),
     ):
         complete(endpoint(server), [{"role": "user", "content": "p"}])
-
-
-@pytest.mark.parametrize(
-    ("header", "seconds"),
-    [("3", 3.0), ("0.5", 0.5), ("-2", 0.0), ("Wed, 21 Oct 2015 07:28:05 GMT", 5.0)],
-)
-def test_retry_after_is_read_as_seconds_or_an_http_date(header, seconds):
-    wed_21_oct_2015_07_28_00_utc = 1445412480.0
-
-    assert parse_retry_after(header, now=wed_21_oct_2015_07_28_00_utc) == seconds
-
-
-@pytest.mark.parametrize("header", [None, "soon", "inf"])
-def test_an_unusable_retry_after_is_ignored(header):
-    assert parse_retry_after(header) is None
 
 
 def test_the_endpoint_config_hides_the_api_key_and_rejects_nonsense_limits():
