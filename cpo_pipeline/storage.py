@@ -15,8 +15,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-TABLES_DIRNAME = "tables"
-IMAGES_DIRNAME = "images"
+from cpo_pipeline import data_layout
+
 _HASH_CHUNK = 1 << 20
 
 
@@ -55,7 +55,7 @@ def table_fingerprint(table: pa.Table) -> str:
 
 def table_path(data_root: Path, asset_key: Sequence[str], partition_key: str | None = None) -> Path:
     """`<data_root>/tables/<key>/…/<name>.parquet`, or `…/<name>/<partition>.parquet` per partition."""
-    base = Path(data_root, TABLES_DIRNAME, *asset_key)
+    base = Path(data_layout.tables(data_root), *asset_key)
     if partition_key is None:
         return base.with_name(base.name + ".parquet")
     return base / f"{partition_key}.parquet"

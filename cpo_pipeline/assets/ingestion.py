@@ -10,7 +10,7 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from cpo_pipeline.assets.source import mimic_cxr_source
+from cpo_pipeline import data_layout
 from cpo_pipeline.ingestion.ingest import IngestedTables, IngestOptions, ingest
 from cpo_pipeline.ingestion.summary import (
     label_prevalence,
@@ -21,7 +21,7 @@ from cpo_pipeline.ingestion.summary import (
 from cpo_pipeline.radiology.chexpert import CHEXPERT_LABELS
 from cpo_pipeline.resources.settings import PipelineSettings
 from cpo_pipeline.schemas import content_version
-from cpo_pipeline.storage import IMAGES_DIRNAME, atomic_target
+from cpo_pipeline.storage import atomic_target
 from cpo_pipeline.wiring.metadata import png_markdown, sample_table
 
 _LABEL_DOMAIN = {1.0, 0.0, -1.0}
@@ -101,7 +101,7 @@ _CHECKS = [
             is_required=False,
         ),
     },
-    deps=[mimic_cxr_source],
+    deps=["mimic_cxr_source"],
     check_specs=_CHECKS,
     group_name="ingestion",
     # Any one table can be selected (`--select cxr_studies`); all five are computed together
@@ -116,14 +116,14 @@ def mimic_cxr_ingestion(
     options = IngestOptions(
         config.n_stages, config.label_source, config.longest_side, config.workers
     )
-    tables = ingest(source, options, data_root / IMAGES_DIRNAME)
+    tables = ingest(source, options, data_layout.images(data_root))
     context.log.info(
         f"{len(tables.studies)} studies, {len(tables.images)} images ({tables.decoded_images} "
         f"decoded, {tables.reused_images} unchanged since the store's last run), "
         f"{len(tables.rejects)} rejects from {[str(root) for root in source.roots]}"
     )
     grid = thumbnail_grid(tables.studies["image_path"].head(_THUMBNAILS).tolist())
-    grid_path = data_root / "previews" / "cxr_images.png"
+    grid_path = data_layout.previews(data_root) / "cxr_images.png"
     with atomic_target(grid_path) as tmp:
         tmp.write_bytes(grid)
 

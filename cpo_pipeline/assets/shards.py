@@ -12,9 +12,9 @@ graph, `--select counterfactual_trajectories` and the unpartitioned CLI stay exa
 import dagster as dg
 from pydantic import Field
 
+from cpo_pipeline import data_layout
 from cpo_pipeline.ingestion.shards import SHARDS, decode_shard
 from cpo_pipeline.resources.settings import PipelineSettings
-from cpo_pipeline.storage import IMAGES_DIRNAME
 
 SHARD_PARTITIONS = dg.StaticPartitionsDefinition(list(SHARDS))
 
@@ -34,7 +34,7 @@ def decode_image_shard(
 ) -> dg.Output[None]:
     shard = context.partition_key
     outcome = decode_shard(settings.mimic_source(), shard,
-                           settings.data_root_path() / IMAGES_DIRNAME,
+                           data_layout.images(settings.data_root_path()),
                            longest_side=config.longest_side, workers=config.workers)
     context.log.info(f"{shard}: {outcome.listed} listed images, {outcome.decoded} decoded, "
                      f"{outcome.reused} already in the store, {len(outcome.rejects)} rejected "

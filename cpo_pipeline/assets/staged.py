@@ -16,6 +16,7 @@ probes' trajectory).
 """
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import dagster as dg
@@ -23,36 +24,33 @@ import numpy as np
 import pandas as pd
 from pydantic import Field
 
-from cpo_pipeline.assets.evaluation import (
-    EVALUATION_DIRNAME,
-    ScoringConfig,
+from cpo_pipeline import data_layout
+from cpo_pipeline.evaluation.runner import (
+    GENERATIONS,
+    REPORT,
+    ModelUnderTest,
+    TestTruth,
     held_out_pairs,
-    leakage_check,
-    test_rows,
+    report_folder,
+    score_models,
+    write_file,
+    write_tables,
 )
-from cpo_pipeline.assets.preference import (
-    diagnosis_only_pairs,
-    preference_pairs,
-    random_negative_pairs,
-    sft_dataset,
-)
-from cpo_pipeline.assets.training import (
-    GPU_POOL,
-    DPOModelConfig,
-    SFTModelConfig,
-    StartingModel,
-    TrainedRun,
-    launch_training,
-    policy_start,
-    trained_start,
-)
-from cpo_pipeline.preference.export import dataset_dir
-from cpo_pipeline.radiology.chexpert import CHEXPERT_LABELS
+from cpo_pipeline.evaluation.staged import INITIAL, staged_figures
 from cpo_pipeline.resources.settings import PipelineSettings
 from cpo_pipeline.storage import atomic_target, content_hash
 from cpo_pipeline.training import run_dirs
 from cpo_pipeline.training.config import DPO, SFT
+from cpo_pipeline.training.launch import StartingModel, policy_start, trained_start
+from cpo_pipeline.wiring.evaluation import leakage_check, scoring_config, test_studies
 from cpo_pipeline.wiring.metadata import png_markdown
+from cpo_pipeline.wiring.training_launch import (
+    GPU_POOL,
+    DPOModelConfig,
+    SFTModelConfig,
+    TrainedRun,
+    launch_training,
+)
 
 STAGED_VERSION = "1"
 # The evaluation's own: "2" added the No Finding floor and the exact-answer matrices.
@@ -63,27 +61,23 @@ _ASSET = "staged_models"
 METHOD_SETS = {"sft": "sft_dataset", "cpo": "preference_pairs",
                "dpo_random": "random_negative_pairs", "cpo_no_cot": "diagnosis_only_pairs"}
 REFERENCES = ("sft", "previous")
-INITIAL = "sft (stage 0)"
 _SHOWN_LABELS = ("No Finding", "Edema", "Pleural Effusion", "Cardiomegaly", "Consolidation",
                  "Pneumonia", "Pneumothorax")
 
 
-def staged_dir(data_root: Path) -> Path:
-    return dataset_dir(data_root, "staged")
-
-
 def stage_split(data_root: Path, stage: int, dataset: str) -> Path:
     """The train rows of `dataset` whose study is in `stage`, as a Hugging Face dataset."""
-    return staged_dir(data_root) / f"stage-{stage}" / dataset / "train"
+    return data_layout.staged_datasets(data_root) / f"stage-{stage}" / dataset / "train"
 
 
 def _manifest_path(data_root: Path, name: str) -> Path:
-    return staged_dir(data_root) / name
+    return data_layout.staged_datasets(data_root) / name
 
 
-def _read_json(path: Path, missing: str) -> dict:
+def _read_json(data_root: Path, path: Path, missing: str) -> dict:
     if not path.is_file():
-        raise dg.Failure(description=f"{path} does not exist: {missing}")
+        moved = data_layout.moved_staged_datasets(data_root)
+        raise dg.Failure(description=moved or f"{path} does not exist: {missing}")
     return json.loads(path.read_text())
 
 
@@ -96,10 +90,11 @@ def _write_json(path: Path, value: dict) -> None:
 @dg.asset(
     group_name=_GROUP,
     code_version=STAGED_VERSION,
-    deps=[sft_dataset, preference_pairs, random_negative_pairs, diagnosis_only_pairs],
+    deps=list(METHOD_SETS.values()),
     description="Each training set's train split cut by the studies' time-ordered `stage` "
     "(cxr_studies; `n_stages` in its run config), one Hugging Face dataset per stage under "
-    "<data_root>/datasets/staged/, with the label mix per stage: what drifts between them.",
+    f"<data_root>/{data_layout.STAGED_DATASETS}/, with the label mix per stage: what drifts "
+    "between them.",
 )
 def staged_training_sets(context: dg.AssetExecutionContext, settings: PipelineSettings,
                          cxr_studies: pd.DataFrame) -> dg.MaterializeResult:
@@ -110,7 +105,7 @@ def staged_training_sets(context: dg.AssetExecutionContext, settings: PipelineSe
     n_stages = int(stage_of.max()) + 1
     rows: dict[str, dict[int, int]] = {}
     for dataset in METHOD_SETS.values():
-        source = dataset_dir(data_root, dataset) / "train"
+        source = data_layout.dataset(data_root, dataset) / "train"
         if not source.is_dir():
             raise dg.Failure(description=f"{source} does not exist: materialize {dataset} "
                              "first (a split without rows is not written)")
@@ -150,7 +145,7 @@ def staged_training_sets(context: dg.AssetExecutionContext, settings: PipelineSe
             "positive_share_per_stage": dg.MetadataValue.md(
                 "Share of each stage's train studies positive for the finding:\n\n"
                 + mix.round(3).to_markdown()),
-            "path": dg.MetadataValue.path(str(staged_dir(data_root))),
+            "path": dg.MetadataValue.path(str(data_layout.staged_datasets(data_root))),
         },
         data_version=dg.DataVersion(content_hash(manifest)))
 
@@ -184,7 +179,7 @@ def _entry(data_root: Path, method: str, stage: int, trained: TrainedRun) -> dic
     group_name=_GROUP,
     code_version=STAGED_VERSION,
     pool=GPU_POOL,
-    deps=[staged_training_sets],
+    deps=["staged_training_sets"],
     kinds={"pytorch"},
     description="SFT on stage 0, then each method (continued SFT, CPO, random-negative DPO, "
     "CPO without CoT) tuned stage after stage from its previous stage's model, the reference "
@@ -202,7 +197,7 @@ def staged_models(context: dg.AssetExecutionContext, config: StagedModelsConfig,
         raise dg.Failure(description=f"reference must be one of {REFERENCES}, got "
                          f"{config.reference!r}")
     data_root = settings.data_root_path()
-    sets = _read_json(_manifest_path(data_root, "sets.json"),
+    sets = _read_json(data_root, _manifest_path(data_root, "sets.json"),
                       "materialize staged_training_sets first")
     n_stages = sets["stages"]
 
@@ -214,10 +209,10 @@ def staged_models(context: dg.AssetExecutionContext, config: StagedModelsConfig,
         return launch_training(
             context, _ASSET, kind, f"{dataset}@stage-{stage}",
             stage_split(data_root, stage, dataset), None,
-            config.sft if kind == SFT else config.dpo, settings, pipes_subprocess_client,
+            config.sft if kind == SFT else config.dpo, data_root, pipes_subprocess_client,
             start, reference)
 
-    first = launch("sft", 0, policy_start(settings), None)
+    first = launch("sft", 0, policy_start(settings.resolve().policy_model), None)
     initial = trained_start(first.run, first.data_version)
     runs = {INITIAL: [_entry(data_root, "sft", 0, first)]}
     for method in config.methods:
@@ -248,24 +243,18 @@ def staged_models(context: dg.AssetExecutionContext, config: StagedModelsConfig,
             {name: [e["data_version"] for e in entries] for name, entries in runs.items()})))
 
 
-class StagedEvaluationConfig(ScoringConfig):
-    max_pairs: int = Field(
-        default=100,
-        description="Score at most this many held-out preference pairs per model (a fixed "
-        "subset, by pair id) for the reward probes; 0: all of them.")
-    probe_studies: int = Field(
-        default=150,
-        description="Run the per-study likelihood probes (synonym swaps, answer-line scores) on "
-        "the first this many test studies of the split; 0: all. Accuracy always covers every "
-        "test study; the probes cost a teacher-forced pass per study and candidate, per model.")
-    batch_size: int = Field(default=16, description="Studies per generation batch.")
-    resamples: int = Field(default=200, description="Patient-bootstrap resamples per interval.")
+# The staged evaluation scores a model per method and stage: fewer resamples and pairs, the
+# probes on a subset of studies, and no METEOR.
+StagedEvaluationConfig = scoring_config(
+    "StagedEvaluationConfig",
+    ("max_new_tokens", "batch_size", "resamples", "seed", "max_pairs", "probe_studies"),
+    defaults={"batch_size": 16, "resamples": 200, "max_pairs": 100, "probe_studies": 150})
 
 
 @dg.asset(
     group_name=_GROUP,
     code_version=STAGED_EVALUATION_VERSION,
-    deps=[staged_models, sft_dataset, preference_pairs],
+    deps=["staged_models", "sft_dataset", "preference_pairs"],
     kinds={"pytorch"},
     check_specs=[dg.AssetCheckSpec(
         "staged_evaluation_sees_no_training_data", asset="staged_evaluation", blocking=True,
@@ -279,9 +268,9 @@ def staged_evaluation(context: dg.AssetExecutionContext, config: StagedEvaluatio
                       settings: PipelineSettings, cxr_studies: pd.DataFrame):
 
     data_root = settings.data_root_path()
-    manifest = _read_json(_manifest_path(data_root, "models.json"),
+    manifest = _read_json(data_root, _manifest_path(data_root, "models.json"),
                           "materialize staged_models first")
-    test = test_rows(data_root)
+    test = test_studies(data_root)
     check = leakage_check(data_root, test, "staged_evaluation_sees_no_training_data")
     models = {}  # data version -> model dir, each model once (sft's stage 0 is the initial one)
     for entries in manifest["runs"].values():
@@ -291,18 +280,19 @@ def staged_evaluation(context: dg.AssetExecutionContext, config: StagedEvaluatio
     # (a run reused rather than trained is the same model).
     cells = {method: [(e["stage"], e["data_version"]) for e in entries]
              for method, entries in manifest["runs"].items()}
-    key = content_hash([STAGED_EVALUATION_VERSION, config.model_dump(), manifest["reference"],
-                        cells, [row["study_id"] for row in test]])
-    folder = data_root / EVALUATION_DIRNAME / "staged" / key[:16]
-    if not (folder / "report.md").is_file() or config.force:
+    key, folder = report_folder(data_root, [
+        STAGED_EVALUATION_VERSION, config.model_dump(), manifest["reference"], cells,
+        [row["study_id"] for row in test]], staged=True)
+    if not (folder / REPORT).is_file() or config.force:
         _evaluate_staged(context, config, data_root, manifest, models, test, cxr_studies,
                          folder)
     else:
-        context.log.info(f"staged models and config unchanged: reusing {folder / 'report.md'}")
+        context.log.info(f"staged models and config unchanged: reusing {folder / REPORT}")
     summary = json.loads((folder / "staged.json").read_text())
     metadata: dict[str, object] = {
-        "report": dg.MetadataValue.md((folder / "report.md").read_text()),
-        "report_path": dg.MetadataValue.path(str(folder / "report.md")),
+        "report": dg.MetadataValue.md((folder / REPORT).read_text()),
+        "report_path": dg.MetadataValue.path(str(folder / REPORT)),
+        "generations": dg.MetadataValue.path(str(folder / GENERATIONS)),
         "accuracy_plot": png_markdown((folder / "accuracy_by_stage.png").read_bytes(),
                                       "accuracy after each stage"),
     }
@@ -313,103 +303,27 @@ def staged_evaluation(context: dg.AssetExecutionContext, config: StagedEvaluatio
                                 check_results=[check])
 
 
-def _evaluate_staged(context, config: StagedEvaluationConfig, data_root: Path, manifest: dict,
+def _evaluate_staged(context, config, data_root: Path, manifest: dict,
                      models: dict[str, Path], test: list[dict], cxr_studies: pd.DataFrame,
                      folder: Path) -> None:
-    from cpo_pipeline.concepts.mentions import ConceptExtractor
-    from cpo_pipeline.concepts.ontology import load_ontology
-    from cpo_pipeline.evaluation.classification import AVERAGE_FIVE, EXACT, reference_answers
-    from cpo_pipeline.evaluation.drift import synonym_pairs
-    from cpo_pipeline.evaluation.evaluate import EvaluationOptions, evaluate_model
     from cpo_pipeline.evaluation.plots import staged_png
-    from cpo_pipeline.evaluation.report import model_figures
-    from cpo_pipeline.evaluation.staged import (
-        TRAJECTORY_PROBES,
-        accuracy_by_stage,
-        backward_transfer,
-        forgetting,
-        no_finding_floor,
-        stage_matrix,
-        staged_markdown,
-    )
-    from cpo_pipeline.radiology.answer_format import parse_trajectory
 
-    ontology = load_ontology()
-    extractor = ConceptExtractor(ontology)
-    studies = cxr_studies.set_index("study_id")
-    ids = [row["study_id"] for row in test]
-    labels = studies.loc[ids, list(CHEXPERT_LABELS)].reset_index(drop=True)
-    reference = reference_answers(labels)
-    test_stages = studies.loc[ids, "stage"].to_numpy()
-    findings = [parse_trajectory(row["messages"][-1]["content"]).findings for row in test]
-    pairs = held_out_pairs(data_root, config.max_pairs)
-    options = EvaluationOptions(max_new_tokens=config.max_new_tokens,
-                                batch_size=config.batch_size, beta=config.beta,
-                                probe_studies=config.probe_studies or None)
-    initial_dir = run_dirs.model_dir(data_root / manifest["runs"][INITIAL][0]["run_dir"])
-    scored, answers = {}, []
-    for number, (version, model_dir) in enumerate(models.items(), 1):
-        context.log.info(f"staged_evaluation: model {number}/{len(models)} on {len(test)} "
-                         f"studies and {len(pairs)} pairs")
-        evaluation = evaluate_model(model_dir, test, pairs=pairs, reference_dir=initial_dir,
-                                    synonym_pairs=synonym_pairs(ontology), options=options)
-        figures = model_figures(evaluation, labels, findings, ontology, extractor,
-                                resamples=config.resamples, seed=config.seed, meteor=False)
-        by_stage = accuracy_by_stage(evaluation.answers, reference, test_stages,
-                                     resamples=config.resamples, seed=config.seed)
-        scored[version] = (by_stage, {name: figures.probes.get(name)
-                                      for name in TRAJECTORY_PROBES})
-        answers.append(evaluation.answers.drop(columns=["error"]).assign(model_version=version))
-    initial_version = manifest["runs"][INITIAL][0]["data_version"]
-    matrices, probes, methods = {}, {}, {}
-    exact = {"sft (stage 0)": stage_matrix({0: scored[initial_version][0]}, EXACT)}
-    for method, entries in manifest["runs"].items():
-        if method == INITIAL:
-            continue
-        per_stage = {e["stage"]: scored[e["data_version"]][0] for e in entries}
-        matrices[method] = stage_matrix(per_stage)
-        exact[method] = stage_matrix(per_stage, EXACT)
-        probes[method] = {e["stage"]: scored[e["data_version"]][1] for e in entries}
-        matrix = matrices[method]
-        methods[method] = {"matrix": _nested(matrix),
-                           "final_mean": float(matrix.iloc[-1].mean()),
-                           "forgetting": forgetting(matrix),
-                           "backward_transfer": backward_transfer(matrix),
-                           "exact_matrix": _nested(exact[method]),
-                           "probes": probes[method],
-                           "per_stage": {e["stage"]: per_stage[e["stage"]].to_dict("records")
-                                         for e in entries}}
-    initial_table = stage_matrix({0: scored[initial_version][0]}).iloc[0]
-    floor_rows = no_finding_floor(reference, test_stages, [row["subject_id"] for row in test],
-                                  resamples=config.resamples, seed=config.seed)
-    floor = floor_rows[floor_rows["label"].isin([AVERAGE_FIVE, EXACT])].pivot(
-        index="label", columns="test_stage", values="accuracy")
-    test_counts = pd.Series(test_stages).value_counts().sort_index()
-    folder.mkdir(parents=True, exist_ok=True)
-    with atomic_target(folder / "generations.parquet") as tmp:
-        pd.concat(answers, ignore_index=True).to_parquet(tmp, index=False)
-    with atomic_target(folder / "staged.json") as tmp:
-        tmp.write_text(json.dumps({
-            "reference": manifest["reference"], "stages": manifest["stages"],
-            "test_studies": {int(k): int(v) for k, v in test_counts.items()},
-            "initial": {int(j): float(v) for j, v in initial_table.items()},
-            "initial_probes": scored[initial_version][1], "methods": methods,
-            "initial_exact": _nested(exact["sft (stage 0)"])[0],
-            "floor": {label: {int(j): float(v) for j, v in row.items()}
-                      for label, row in floor.iterrows()},
-            "floor_per_stage": floor_rows.to_dict("records"),
-        }, indent=1, default=float))
-    with atomic_target(folder / "accuracy_by_stage.png") as tmp:
-        tmp.write_bytes(staged_png(matrices, initial_table))
-    with atomic_target(folder / "report.md") as tmp:
-        tmp.write_text(staged_markdown(
-            matrices, initial_table, probes, reference=manifest["reference"],
-            test_studies={int(k): int(v) for k, v in test_counts.items()},
-            floor=floor, exact=exact))
-
-
-def _nested(matrix: pd.DataFrame) -> dict[int, dict[int, float]]:
-    return {int(k): {int(j): float(v) for j, v in row.items()} for k, row in matrix.iterrows()}
+    truth = TestTruth.of(test, cxr_studies)
+    # Every staged model's rewards are measured against the stage-0 SFT model.
+    initial = run_dirs.model_dir(data_root / manifest["runs"][INITIAL][0]["run_dir"])
+    scored = score_models([ModelUnderTest(version, model_dir, initial)
+                           for version, model_dir in models.items()],
+                          test, held_out_pairs(data_root, config.max_pairs), truth,
+                          replace(config.options(), meteor=False), context.log.info)
+    figures = staged_figures(
+        manifest["runs"], {s.model.name: s.evaluation.answers for s in scored},
+        {s.model.name: s.figures.probes for s in scored}, truth.labels, truth.stages,
+        [row["subject_id"] for row in test], resamples=config.resamples, seed=config.seed)
+    write_tables(folder, scored, "model_version")
+    write_file(folder / "staged.json", json.dumps(
+        figures.summary(manifest["reference"], manifest["stages"]), indent=1, default=float))
+    write_file(folder / "accuracy_by_stage.png", staged_png(figures.matrices, figures.initial))
+    write_file(folder / REPORT, figures.markdown(manifest["reference"]))
 
 
 STAGED_ASSETS = (staged_training_sets, staged_models, staged_evaluation)

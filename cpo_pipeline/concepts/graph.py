@@ -20,7 +20,7 @@ from pathlib import Path
 import networkx as nx
 import pandas as pd
 
-from cpo_pipeline import schemas
+from cpo_pipeline import data_layout, schemas
 from cpo_pipeline.concepts.ontology import (
     ASSOCIATION,
     ATTRIBUTE,
@@ -35,7 +35,6 @@ from cpo_pipeline.storage import atomic_target
 
 NODE_COLUMNS = tuple(schemas.CONCEPT_NODES.names)
 EDGE_COLUMNS = tuple(schemas.CONCEPT_EDGES.names)
-CONCEPTS_DIRNAME = "concepts"
 
 
 @dataclass(frozen=True)
@@ -49,7 +48,7 @@ class ConceptGraphFiles:
 
     @classmethod
     def under(cls, data_root: Path) -> ConceptGraphFiles:
-        folder = Path(data_root) / CONCEPTS_DIRNAME
+        folder = data_layout.concepts(data_root)
         return cls(folder / "concept_graph.json", folder / "concept_nodes.parquet",
                    folder / "concept_edges.parquet", folder / "concept_graph.png")
 

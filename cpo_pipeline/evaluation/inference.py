@@ -18,17 +18,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from cpo_pipeline.training.train import user_content
-
-
-def _user_turn(example: dict) -> dict:
-    turns = example["prompt"] if "prompt" in example else example["messages"][:-1]
-    return {"role": turns[0]["role"], "content": user_content(turns[0])}
+from cpo_pipeline.preference.prompt import multimodal_prompt
 
 
 def prompt_text(processor: Any, example: dict) -> str:
     """The chat-formatted generation prompt of `example` (image placeholder included)."""
-    return processor.apply_chat_template([_user_turn(example)], add_generation_prompt=True,
+    return processor.apply_chat_template(multimodal_prompt(example), add_generation_prompt=True,
                                          tokenize=False)
 
 

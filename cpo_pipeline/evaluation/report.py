@@ -113,6 +113,20 @@ def _cell(value, low=None, high=None, scale: float = 100.0, digits: int = 1) -> 
     return text
 
 
+def figures_summary(figures: Mapping[str, ModelFigures],
+                    objectives: Mapping[str, Mapping]) -> str:
+    """Every model's figures as JSON (the evaluation's `figures.json`), with the objective
+    (beta, loss) its preference rewards were scaled by."""
+    import json
+
+    return json.dumps({name: {
+        "accuracy": figure.accuracy.to_dict(orient="records"),
+        "auc": figure.auc.to_dict(orient="records"),
+        "efficacy": figure.efficacy.to_dict(orient="records"),
+        "nlg": figure.nlg, "probes": figure.probes, "objective": dict(objectives[name])}
+        for name, figure in figures.items()}, indent=1, default=float)
+
+
 def report_markdown(figures: Mapping[str, ModelFigures], *, studies: int, patients: int,
                     notes: Sequence[str] = ()) -> str:
     """The comparison report: paper's layout first, then AUCs, clinical efficacy, NLG, probes."""

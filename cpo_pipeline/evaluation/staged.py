@@ -15,6 +15,7 @@ not seen yet). From it, per method:
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -25,9 +26,12 @@ from cpo_pipeline.evaluation.classification import (
     EXACT,
     PAPER_FIVE,
     accuracy_table,
+    reference_answers,
 )
 from cpo_pipeline.radiology.chexpert import NO_FINDING
 
+# The stage-0 SFT model every method starts from, as the staged manifests name it.
+INITIAL = "sft (stage 0)"
 # The probes whose trajectory across stages is reported (from `report.model_figures`).
 TRAJECTORY_PROBES = (
     "flip rate after a synonym swap",
@@ -165,3 +169,85 @@ def staged_markdown(matrices: Mapping[str, pd.DataFrame], initial: pd.Series,
                      for name in TRAJECTORY_PROBES]
             lines.append(f"| {method} | {trained} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _nested(matrix: pd.DataFrame) -> dict[int, dict[int, float]]:
+    return {int(k): {int(j): float(v) for j, v in row.items()} for k, row in matrix.iterrows()}
+
+
+@dataclass(frozen=True)
+class StagedFigures:
+    """Every method's matrices and probes after each stage, the stage-0 SFT model's row, and
+    the all-'No Finding' floor: what `staged.json`, the plot and the report are made of."""
+
+    matrices: dict[str, pd.DataFrame]
+    exact: dict[str, pd.DataFrame]
+    probes: dict[str, dict[int, dict[str, float | None]]]
+    methods: dict[str, dict]
+    initial: pd.Series
+    initial_probes: dict[str, float | None]
+    floor: pd.DataFrame
+    floor_rows: pd.DataFrame
+    test_studies: dict[int, int]
+
+    def summary(self, reference: str, stages: int) -> dict:
+        return {
+            "reference": reference, "stages": stages, "test_studies": self.test_studies,
+            "initial": {int(j): float(v) for j, v in self.initial.items()},
+            "initial_probes": self.initial_probes, "methods": self.methods,
+            "initial_exact": _nested(self.exact[INITIAL])[0],
+            "floor": {label: {int(j): float(v) for j, v in row.items()}
+                      for label, row in self.floor.iterrows()},
+            "floor_per_stage": self.floor_rows.to_dict("records"),
+        }
+
+    def markdown(self, reference: str) -> str:
+        return staged_markdown(self.matrices, self.initial, self.probes, reference=reference,
+                               test_studies=self.test_studies, floor=self.floor,
+                               exact=self.exact)
+
+
+
+def staged_figures(runs: Mapping[str, Sequence[Mapping]], answers: Mapping[str, pd.DataFrame],
+                   probes: Mapping[str, Mapping[str, float | None]], labels: pd.DataFrame,
+                   test_stages: Sequence[int], subject_ids: Sequence, *, resamples: int,
+                   seed: int) -> StagedFigures:
+    """The staged figures from each model's answers and report probes (both keyed by the
+    model's data version). `runs`: per method (and `INITIAL`) its entries in stage order, each
+    with `stage` and `data_version`; `labels`, `test_stages`, `subject_ids`: one row per test
+    study, in the answers' order."""
+    reference = reference_answers(labels)
+    test_stages = np.asarray(test_stages)
+    by_stage = {version: accuracy_by_stage(frame, reference, test_stages,
+                                           resamples=resamples, seed=seed)
+                for version, frame in answers.items()}
+    picked = {version: {name: values.get(name) for name in TRAJECTORY_PROBES}
+              for version, values in probes.items()}
+    initial_version = runs[INITIAL][0]["data_version"]
+    matrices, trajectories, methods = {}, {}, {}
+    exact = {INITIAL: stage_matrix({0: by_stage[initial_version]}, EXACT)}
+    for method, entries in runs.items():
+        if method == INITIAL:
+            continue
+        per_stage = {e["stage"]: by_stage[e["data_version"]] for e in entries}
+        matrix = matrices[method] = stage_matrix(per_stage)
+        exact[method] = stage_matrix(per_stage, EXACT)
+        trajectories[method] = {e["stage"]: picked[e["data_version"]] for e in entries}
+        methods[method] = {"matrix": _nested(matrix),
+                           "final_mean": float(matrix.iloc[-1].mean()),
+                           "forgetting": forgetting(matrix),
+                           "backward_transfer": backward_transfer(matrix),
+                           "exact_matrix": _nested(exact[method]),
+                           "probes": trajectories[method],
+                           "per_stage": {e["stage"]: per_stage[e["stage"]].to_dict("records")
+                                         for e in entries}}
+    floor_rows = no_finding_floor(reference, test_stages, subject_ids, resamples=resamples,
+                                  seed=seed)
+    floor = floor_rows[floor_rows["label"].isin([AVERAGE_FIVE, EXACT])].pivot(
+        index="label", columns="test_stage", values="accuracy")
+    counts = pd.Series(test_stages).value_counts().sort_index()
+    return StagedFigures(
+        matrices, exact, trajectories, methods,
+        initial=stage_matrix({0: by_stage[initial_version]}).iloc[0],
+        initial_probes=picked[initial_version], floor=floor, floor_rows=floor_rows,
+        test_studies={int(k): int(v) for k, v in counts.items()})

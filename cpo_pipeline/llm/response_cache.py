@@ -19,7 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Self
 
-CACHE_DIRNAME = "llm_cache"
+from cpo_pipeline import data_layout
+
 CACHE_FILENAME = "responses.sqlite"
 _BUSY_TIMEOUT_S = 30.0
 # Keys per `IN (...)` lookup: under SQLite's host-parameter limit, even old builds' 999.
@@ -40,7 +41,7 @@ CREATE TABLE IF NOT EXISTS responses (
 
 def cache_path(data_root: Path) -> Path:
     """`<data_root>/llm_cache/responses.sqlite`."""
-    return Path(data_root, CACHE_DIRNAME, CACHE_FILENAME)
+    return data_layout.llm_cache(data_root) / CACHE_FILENAME
 
 
 @dataclass(frozen=True)

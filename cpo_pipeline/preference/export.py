@@ -31,22 +31,17 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from cpo_pipeline import schemas
+from cpo_pipeline import data_layout, schemas
 from cpo_pipeline.mimic_layout import SPLITS
 from cpo_pipeline.preference.text import strings
 from cpo_pipeline.storage import atomic_target
 
-DATASETS_DIRNAME = "datasets"
 CARD_FILENAME = "README.md"
 LICENSE = "PhysioNet Credentialed Health Data License 1.5.0 (MIMIC-CXR)"
 _MESSAGE = pa.struct([("role", pa.string()), ("content", pa.string())])
 _IMAGE_STORAGE = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
 # The table's text columns; the conversational columns replace them in the dataset.
 _TEXT_COLUMNS = ("prompt", "chosen", "rejected", "completion")
-
-
-def dataset_dir(data_root: Path, name: str) -> Path:
-    return data_root / DATASETS_DIRNAME / name
 
 
 def _lists(values: pa.Array, per_row: int) -> pa.ListArray:
@@ -140,7 +135,7 @@ def export_set(frame: pd.DataFrame, name: str, data_root: Path, card: str) -> di
     directory of each split written. An empty split is left out: `save_to_disk` writes no shard
     for it, and `load_from_disk` cannot read that back."""
     schema = schemas.TABLES[name]
-    target = dataset_dir(data_root, name)
+    target = data_layout.dataset(data_root, name)
     description = card.splitlines()[0].lstrip("# ") if card else name
 
     split = frame["split"].to_numpy()

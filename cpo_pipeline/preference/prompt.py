@@ -1,4 +1,10 @@
-"""The user turn every training example starts with: the radiograph and the request."""
+"""The user turn every example starts with: the radiograph and the request.
+
+One home for the turn's wording (`DEFAULT_REQUEST`) and for its multimodal layout, which the
+training entry point and the evaluation both ask a model with (`multimodal_prompt`), so a model
+is evaluated on exactly the turn it was trained on. The exported sets store the turn as text
+(TRL's conversational format, `preference.export`); the image is laid out here.
+"""
 
 from __future__ import annotations
 
@@ -21,6 +27,18 @@ def prompt_hash(request: str) -> str:
     return content_hash(request)[:16]
 
 
-def user_turn(request: str) -> list[dict[str, str]]:
-    """The prompt in TRL's conversational format (string content; the image is added by TRL)."""
-    return [{"role": "user", "content": request}]
+def user_content(turn: dict, image=None) -> list[dict]:
+    """A user turn's content with the image first, as TRL's `prepare_multimodal_messages`
+    lays it out (`image` None: a placeholder, the image passed to the processor beside)."""
+    text = turn["content"] if isinstance(turn["content"], str) else " ".join(
+        part.get("text", "") for part in turn["content"] if part.get("type") == "text")
+    picture = {"type": "image"} if image is None else {"type": "image", "image": image}
+    return [picture, {"type": "text", "text": text}]
+
+
+def multimodal_prompt(example: dict, image=None) -> list[dict]:
+    """The prompt turns of an exported example (a pair's `prompt`, or an SFT row's `messages`
+    before the answer), the first carrying the image (`user_content`)."""
+    turns = example["prompt"] if "prompt" in example else example["messages"][:-1]
+    return [{**turn, "content": user_content(turn, image)} if index == 0 else turn
+            for index, turn in enumerate(turns)]

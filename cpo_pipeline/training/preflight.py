@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pyarrow.compute as pc
 
-from cpo_pipeline.training.config import DPO, SFT, TINY_MODEL, TrainingConfig
+from cpo_pipeline.training.config import DPO, SFT, TrainingConfig
 
 # The columns each stage's trainer reads, besides the images.
 STAGE_COLUMNS = {SFT: ("messages",), DPO: ("prompt", "chosen", "rejected")}
@@ -172,7 +172,3 @@ def check_model_fits(config: TrainingConfig, model_config, processor, example_le
             _fail(f"max_length {config.max_length} does not exceed the first training prompt's "
                   f"{length} tokens (image tokens included) for model {name!r}: truncation "
                   "would cut the answer or the image; raise it or set None")
-
-
-def is_tiny(config: TrainingConfig) -> bool:
-    return config.model_name_or_path == TINY_MODEL

@@ -22,9 +22,9 @@ import shutil
 from collections.abc import Iterable
 from pathlib import Path
 
+from cpo_pipeline import data_layout
 from cpo_pipeline.storage import atomic_target, content_hash, sha256_file
 
-MODELS_DIRNAME = "models"
 RUN_CONFIG = "run_config.json"
 TRAINER_DIRNAME = "trainer"
 MODEL_DIRNAME = "model"
@@ -43,12 +43,8 @@ _NOT_WEIGHTS = frozenset({CARD, SUMMARY, LOG_HISTORY, ADAPTER_DIRNAME})
 RUN_KEY_LENGTH = 16
 
 
-def models_dir(data_root: Path, asset: str) -> Path:
-    return data_root / MODELS_DIRNAME / asset
-
-
 def run_dir(data_root: Path, asset: str, run_key: str) -> Path:
-    return models_dir(data_root, asset) / run_key[:RUN_KEY_LENGTH]
+    return data_layout.models(data_root, asset) / run_key[:RUN_KEY_LENGTH]
 
 
 def model_dir(run: Path) -> Path:
@@ -111,13 +107,13 @@ def write_current(data_root: Path, asset: str, run: Path, data_version: str) -> 
     """Record `run` as the one asset `asset` materialized (path relative to the data root, so a
     copied data root points into itself)."""
     pointer = {"run_dir": run.relative_to(data_root).as_posix(), "data_version": data_version}
-    with atomic_target(models_dir(data_root, asset) / CURRENT) as tmp:
+    with atomic_target(data_layout.models(data_root, asset) / CURRENT) as tmp:
         tmp.write_text(json.dumps(pointer, indent=2))
 
 
 def read_current(data_root: Path, asset: str) -> tuple[Path, str] | None:
     """The run directory and data version asset `asset` last materialized, or None."""
-    path = models_dir(data_root, asset) / CURRENT
+    path = data_layout.models(data_root, asset) / CURRENT
     if not path.is_file():
         return None
     pointer = json.loads(path.read_text())
@@ -126,7 +122,13 @@ def read_current(data_root: Path, asset: str) -> tuple[Path, str] | None:
 
 def read_summary(run: Path) -> dict | None:
     """The finished run's summary, or None when `run` has no complete model."""
-    path = model_dir(run) / SUMMARY
+    return read_summary_of_model(model_dir(run))
+
+
+def read_summary_of_model(directory: Path | str) -> dict | None:
+    """The training summary a finished model directory carries; None for a model this
+    pipeline did not train (a base model's directory, a hub id)."""
+    path = Path(directory) / SUMMARY
     return json.loads(path.read_text()) if path.is_file() else None
 
 

@@ -27,8 +27,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from cpo_pipeline.preference.prompt import multimodal_prompt
 from cpo_pipeline.training import preflight, run_dirs
-from cpo_pipeline.training.config import DPO, MLFLOW, SFT, TINY, TINY_MODEL, TrainingConfig
+from cpo_pipeline.training.config import MLFLOW, SFT, TINY, TINY_MODEL, TrainingConfig
 from cpo_pipeline.training.preflight import TrainingConfigError
 from cpo_pipeline.training.report import model_card
 
@@ -50,21 +51,10 @@ def _is_main_process() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
-def user_content(turn: dict, image=None) -> list[dict]:
-    """A user turn's content with the image first, as TRL's `prepare_multimodal_messages`
-    lays it out (`image` None: a placeholder, the image passed to the processor beside)."""
-    text = turn["content"] if isinstance(turn["content"], str) else " ".join(
-        part.get("text", "") for part in turn["content"] if part.get("type") == "text")
-    picture = {"type": "image"} if image is None else {"type": "image", "image": image}
-    return [picture, {"type": "text", "text": text}]
-
-
-def prompt_inputs(processor, example: dict, stage: str):
+def prompt_inputs(processor, example: dict):
     """The processed generation prompt of one example: its user turn(s) and its image."""
-    turns = example["prompt"] if stage == DPO else example["messages"][:-1]
-    messages = [{**turn, "content": user_content(turn, example["images"][0])}
-                if index == 0 else turn for index, turn in enumerate(turns)]
-    return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
+    return processor.apply_chat_template(multimodal_prompt(example, example["images"][0]),
+                                         add_generation_prompt=True, tokenize=True,
                                          return_dict=True, return_tensors="pt")
 
 
@@ -214,7 +204,7 @@ def _sample_answer(model, processor, example: dict, config: TrainingConfig) -> d
 
     if config.sample_max_new_tokens <= 0:
         return None
-    inputs = prompt_inputs(processor, example, config.stage).to(model.device)
+    inputs = prompt_inputs(processor, example).to(model.device)
     model.eval()
     with torch.no_grad():
         output = model.generate(**inputs, max_new_tokens=config.sample_max_new_tokens,
@@ -273,7 +263,7 @@ def run_training(config: TrainingConfig, pipes=None) -> dict | None:
     example = datasets.train[0]
     preflight.check_model_fits(
         checked, model_config, processor,
-        lambda: int(prompt_inputs(processor, example, config.stage)["input_ids"].shape[1]))
+        lambda: int(prompt_inputs(processor, example)["input_ids"].shape[1]))
 
     model = load_model(start, checked)
     ref_model = None

@@ -19,6 +19,7 @@ import networkx as nx
 import pandas as pd
 import pytest
 
+from cpo_pipeline import data_layout
 from cpo_pipeline.assets.concepts import ConceptGraphConfig
 from cpo_pipeline.concepts.graph import ConceptGraphFiles, read_graph
 from cpo_pipeline.concepts.mentions import ConceptExtractor
@@ -34,7 +35,6 @@ from cpo_pipeline.definitions import defs
 from cpo_pipeline.demo.generator import DemoConfig, write_demo_tree
 from cpo_pipeline.ingestion.image_store import DECODE_CACHE_NAME
 from cpo_pipeline.sensors import SOURCE_VERSION_TAG, mimic_cxr_source_changed
-from cpo_pipeline.storage import IMAGES_DIRNAME
 from cpo_pipeline.testing.openai_server import (
     DEFAULT_MODEL,
     OpenAICompatibleServer,
@@ -150,7 +150,7 @@ def refreshed(tmp_path_factory) -> Refresh:
         sent_first = len(server.chat_requests)
         before = {name: _table(data_root, name) for name in (*INGESTED, TRAJECTORIES)}
         graph_before = read_graph(ConceptGraphFiles.under(data_root).graph)
-        decode_record_before = pd.read_parquet(data_root / IMAGES_DIRNAME / DECODE_CACHE_NAME)
+        decode_record_before = pd.read_parquet(data_layout.images(data_root) / DECODE_CACHE_NAME)
         unchanged_tick = _tick(instance, None)
 
         new_studies = add_patients(tree, tmp / "added", DemoConfig(patients=4, seed=1))
@@ -183,7 +183,7 @@ def test_the_sensor_requests_one_refresh_per_change_of_the_tree(refreshed):
 def test_the_refresh_decodes_only_the_new_studies_images(refreshed):
     images = _table(refreshed.data_root, "cxr_images")
     new_images = images[images["study_id"].isin(refreshed.new_studies)]
-    record = pd.read_parquet(refreshed.data_root / IMAGES_DIRNAME / DECODE_CACHE_NAME)
+    record = pd.read_parquet(data_layout.images(refreshed.data_root) / DECODE_CACHE_NAME)
     old_record = record[~record["study_id"].isin(refreshed.new_studies)]
 
     assert len(new_images) > 0

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from datasets import load_from_disk
 
+from cpo_pipeline import data_layout
 from cpo_pipeline.assets.staged import INITIAL, METHOD_SETS, stage_split
 from cpo_pipeline.definitions import defs
 from cpo_pipeline.evaluation.classification import (
@@ -26,7 +27,6 @@ from cpo_pipeline.evaluation.staged import (
     no_finding_floor,
     stage_matrix,
 )
-from cpo_pipeline.preference.export import dataset_dir
 from cpo_pipeline.radiology.chexpert import CHEXPERT_LABELS, NO_FINDING
 from cpo_pipeline.resources.rooted import rooted_resources
 from cpo_pipeline.training import run_dirs
@@ -65,7 +65,7 @@ def staged(demo_run, tmp_path_factory):
 
 
 def _manifest(data_root):
-    return json.loads((dataset_dir(data_root, "staged") / "models.json").read_text())
+    return json.loads((data_layout.staged_datasets(data_root) / "models.json").read_text())
 
 
 def test_each_training_set_is_cut_into_its_studies_stages_without_losing_a_row(staged):
@@ -75,7 +75,7 @@ def test_each_training_set_is_cut_into_its_studies_stages_without_losing_a_row(s
     n_stages = int(stage_of.max()) + 1
     assert n_stages == 3
     for dataset in METHOD_SETS.values():
-        full = load_from_disk(str(dataset_dir(data_root, dataset) / "train"))
+        full = load_from_disk(str(data_layout.dataset(data_root, dataset) / "train"))
         parts = [load_from_disk(str(stage_split(data_root, stage, dataset)))
                  for stage in range(n_stages)]
         for stage, part in enumerate(parts):
@@ -143,7 +143,7 @@ def test_the_staged_evaluation_scores_every_model_on_every_stage_and_its_figures
     manifest = _manifest(data_root)
     studies = pd.read_parquet(data_root / "tables" / "cxr_studies.parquet").set_index("study_id")
     generations = pd.read_parquet(folder / "generations.parquet")
-    test = load_from_disk(str(dataset_dir(data_root, "sft_dataset") / "test"))
+    test = load_from_disk(str(data_layout.dataset(data_root, "sft_dataset") / "test"))
 
     assert set(summary["methods"]) == {"sft", "cpo"}
     assert sum(summary["test_studies"].values()) == len(test)
@@ -198,6 +198,19 @@ def test_an_unknown_method_fails_with_the_choices(staged):
     [failure] = [event for event in result.all_events if event.is_step_failure]
     assert "methods must be some of ['sft', 'cpo', 'dpo_random', 'cpo_no_cot']" in str(
         failure.event_specific_data.error)
+
+
+def test_staged_sets_where_older_code_wrote_them_fail_naming_where_they_moved(tmp_path):
+    old = tmp_path / "data" / "datasets" / "staged"
+    old.mkdir(parents=True)
+    (old / "sets.json").write_text('{"stages": 2}')
+
+    result = materialize(tmp_path / "data", ["staged_models"], raise_on_error=False)
+
+    [failure] = [event for event in result.all_events if event.is_step_failure]
+    message = str(failure.event_specific_data.error)
+    assert f"moved from {old} to {tmp_path / 'data' / 'staged_datasets'}" in message
+    assert "re-materialize staged_training_sets" in message
 
 
 def test_the_no_finding_floor_scores_a_constant_negative_answer_per_stage():

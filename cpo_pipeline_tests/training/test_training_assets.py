@@ -102,7 +102,7 @@ def test_each_checkpoint_reloads_and_answers_in_the_trajectory_format(trained, n
     example = load_from_disk(str(data_root / "datasets" / "sft_dataset" / "validate"))[0]
     processor = AutoProcessor.from_pretrained(model_dir)
     model = AutoModelForImageTextToText.from_pretrained(model_dir).eval()
-    inputs = prompt_inputs(processor, example, "sft")
+    inputs = prompt_inputs(processor, example)
 
     with torch.no_grad():
         output = model.generate(**inputs, max_new_tokens=96, do_sample=False)
@@ -264,3 +264,39 @@ def test_the_evaluation_report_puts_every_model_side_by_side_and_is_reused(train
     [again] = [m.materialization for m in second.get_asset_materialization_events()]
     assert _value(again, "reused") is True
     assert again.tags["dagster/data_version"] == materialization.tags["dagster/data_version"]
+
+
+def test_the_evaluation_scales_each_models_rewards_by_the_beta_it_was_trained_with(
+        trained, tmp_path):
+    import shutil
+
+    import pandas as pd
+
+    data_root = Path(shutil.copytree(trained[0], tmp_path / "data"))
+    materialize(data_root, ["cpo_model"], _config(cpo_model={**SHORT, "beta": 0.3}))
+    result = dg.materialize(
+        [defs.get_assets_def(name) for name in (*ASSETS, *MODELS, "model_evaluation")],
+        resources={**rooted_resources(data_root),
+                   "pipes_subprocess_client": dg.PipesSubprocessClient()},
+        selection=["model_evaluation"],
+        run_config=_config(model_evaluation={
+            "models": ["sft_model", "cpo_model"], "max_pairs": 6, "resamples": 20,
+            "max_new_tokens": 24, "meteor": False}))
+    [materialization] = [m.materialization for m in result.get_asset_materialization_events()]
+    folder = Path(_value(materialization, "report_path")).parent
+    pairs = pd.read_parquet(folder / "pairs.parquet").set_index(["model", "pair_id"])
+    figures = json.loads((folder / "figures.json").read_text())
+    cpo, sft = pairs.loc["cpo_model"], pairs.loc["sft_model"]
+
+    assert figures["cpo_model"]["objective"] == {"beta": 0.3, "loss_type": ["sigmoid"],
+                                                 "loss_weights": [1.0]}
+    assert _value(materialization, "cpo_model/reward_beta") == 0.3
+    assert _value(materialization, "sft_model/reward_beta") == 0.1
+    # The reference of cpo_model's rewards is sft_model: its log-probabilities are sft's own.
+    assert cpo["ref_logp_chosen"].to_numpy() == pytest.approx(
+        sft.loc[cpo.index, "logp_chosen"].to_numpy(), abs=1e-4)
+    by_hand = 0.3 * ((cpo["logp_chosen"] - cpo["ref_logp_chosen"])
+                     - (cpo["logp_rejected"] - cpo["ref_logp_rejected"]))
+    assert cpo["reward_margin"].to_numpy() == pytest.approx(by_hand.to_numpy())
+    assert figures["cpo_model"]["probes"]["mean reward margin"] == pytest.approx(by_hand.mean())
+    assert (by_hand != 0).all()

@@ -1,0 +1,62 @@
+"""What the two evaluation assets share on the Dagster side: their scoring config, the test
+split as a step failure when it is missing, and the blocking check that no test study was
+trained on."""
+
+import typing
+from dataclasses import fields
+from pathlib import Path
+
+import dagster as dg
+from pydantic import Field, create_model
+
+from cpo_pipeline.evaluation.runner import (
+    EvaluationInputError,
+    ScoringOptions,
+    leakage,
+    test_rows,
+)
+
+
+class _Scoring(dg.Config):
+    def options(self) -> ScoringOptions:
+        """The scoring options this config sets; the others keep their defaults."""
+        values = self.model_dump()
+        return ScoringOptions(**{f.name: values[f.name] for f in fields(ScoringOptions)
+                                 if f.name in values})
+
+
+def scoring_config(name: str, offered: tuple[str, ...], defaults: dict | None = None,
+                   **extra) -> type[dg.Config]:
+    """An evaluation's launchpad config: the `offered` ScoringOptions fields with their help
+    (and `defaults` where this evaluation's differ), `force`, and the asset's own `extra`
+    fields ((type, Field) pairs)."""
+    hints = typing.get_type_hints(ScoringOptions)
+    own = {f.name: f for f in fields(ScoringOptions)}
+    scoring = {key: (hints[key], Field(default=(defaults or {}).get(key, own[key].default),
+                                       description=own[key].metadata["help"]))
+               for key in offered}
+    return create_model(
+        name, __base__=_Scoring, **scoring,
+        force=(bool, Field(default=False, description="Evaluate again though nothing changed.")),
+        **extra)
+
+
+def test_studies(data_root: Path) -> list[dict]:
+    """The test split of sft_dataset, or a step failure saying what to materialize."""
+    try:
+        return test_rows(data_root)
+    except EvaluationInputError as error:
+        raise dg.Failure(description=str(error)) from None
+
+
+def leakage_check(data_root: Path, test: list[dict], name: str) -> dg.AssetCheckResult:
+    """The blocking check that no test study, nor a patient of one, is in a training split;
+    raises (with the figure, the bound and why no option relaxes it) when one is."""
+    found = leakage(data_root, test)
+    check = dg.AssetCheckResult(
+        check_name=name, passed=found.clean, description=found.describe(),
+        metadata={"leaked_studies": len(found.studies), "leaked_patients": len(found.patients),
+                  "bound": 0})
+    if not check.passed:
+        raise dg.Failure(description=check.description, metadata=check.metadata)
+    return check
