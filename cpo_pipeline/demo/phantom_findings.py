@@ -24,6 +24,7 @@ from cpo_pipeline.demo.phantom_placement import (
     extent_factor,
     height_band,
     lung_point,
+    lungs_to_paint,
     on_sides,
     pick_lung,
     sized,
@@ -74,7 +75,7 @@ def _paint_atelectasis(
     placement: Placement,
 ) -> None:
     grid = anatomy.grid
-    for lung in on_sides(anatomy.lungs, (pick_lung(anatomy, rng),), placement):
+    for lung in lungs_to_paint(anatomy, rng, placement):
         cx, cy = lung_point(anatomy, lung, height_band((0.6, 0.85), placement), rng)
         angle = rng.uniform(-0.35, 0.35)
         length = sized(rng.uniform(0.16, 0.26), 0.26, placement) * severity.size
@@ -135,7 +136,7 @@ def _paint_patch(
     placement: Placement,
 ) -> None:
     # Multiplied in the order the four painters this replaced used: the same floats, bit for bit.
-    for lung in on_sides(anatomy.lungs, (pick_lung(anatomy, rng),), placement):
+    for lung in lungs_to_paint(anatomy, rng, placement):
         centre = lung_point(anatomy, lung, height_band(patch.heights, placement), rng)
         smallest, largest = patch.radius
         radius = sized(rng.uniform(smallest, largest), largest, placement) * severity.size
@@ -190,7 +191,7 @@ def _paint_pleural_other(
     placement: Placement,
 ) -> None:
     grid = anatomy.grid
-    for lung in on_sides(anatomy.lungs, (pick_lung(anatomy, rng),), placement):
+    for lung in lungs_to_paint(anatomy, rng, placement):
         height = lung.sulcus_y - lung.apex_y
         start = rng.uniform(0.15, 0.35)
         length = sized(rng.uniform(0.35, 0.5), 0.5, placement)
@@ -214,7 +215,7 @@ def _paint_pneumothorax(
 ) -> None:
     """Apical by nature: the report's zone changes nothing, its extent sets the rim's width."""
     grid = anatomy.grid
-    for lung in on_sides(anatomy.lungs, (pick_lung(anatomy, rng),), placement):
+    for lung in lungs_to_paint(anatomy, rng, placement):
         gap = sized(rng.uniform(0.07, 0.14), 0.14, placement) * severity.size
         upper = np.clip((lung.hilum[1] + 0.1 - grid.y) / 0.3, 0.0, 1.0)
         pleural_air = inside(gap - lung.wall_gap, grid.edge) * upper * lung.mask

@@ -45,6 +45,13 @@ def on_sides(
         return parts
     return tuple(part for part in parts if part.side == _IMAGE_SIDE[placement.side])
 
+def lungs_to_paint(anatomy: Anatomy, rng: np.random.Generator, placement: Placement
+                   ) -> tuple[Lung, ...]:
+    """The lungs a one-lung finding is painted in: a lung drawn at random (always drawn, so the
+    random stream is the same whatever the placement), or those the placement's side names."""
+    return on_sides(anatomy.lungs, (pick_lung(anatomy, rng),), placement)
+
+
 
 def height_band(default: tuple[float, float], placement: Placement) -> tuple[float, float]:
     """The band of lung heights to centre a finding in: the placement's zone, else the
