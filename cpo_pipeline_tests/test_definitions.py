@@ -1,20 +1,9 @@
-import ast
-import subprocess
-import sys
-from pathlib import Path
-
 import dagster as dg
 
-import cpo_pipeline
 from cpo_pipeline.definitions import defs
 from cpo_pipeline.resources.llm import LLMEndpointResource
 from cpo_pipeline.resources.parquet_io_manager import ParquetIOManager
 from cpo_pipeline.resources.settings import PipelineSettings
-
-PACKAGE = Path(cpo_pipeline.__file__).parent
-# The Dagster layer; everything else is plain Python that tests and scripts use without Dagster.
-# training/pipes.py is the training process's side of Pipes: dagster-pipes only, no Dagster.
-DAGSTER_LAYER = ("assets/", "resources/", "definitions.py", "sensors.py", "training/pipes.py")
 
 # The asset graph is part of the interface: a rename or a lost dependency must fail loudly here.
 EXPECTED_GRAPH = {
@@ -143,34 +132,3 @@ def test_the_scheduled_refresh_observes_the_source_and_rebuilds_every_asset(
     rebuilt = {m.asset_key.to_user_string() for m in result.get_asset_materialization_events()}
     # Training starts on purpose (the train_and_evaluate job), not on the dataset cron.
     assert rebuilt == set(EXPECTED_GRAPH) - {"mimic_cxr_source"} - TRAINING_ASSETS
-
-
-def _imported_modules(path: Path) -> set[str]:
-    tree = ast.parse(path.read_text(), filename=str(path))
-    names = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.add(node.module)
-    return names
-
-
-def test_only_assets_resources_and_definitions_import_dagster():
-    offenders = sorted(
-        str(path.relative_to(PACKAGE)) for path in PACKAGE.rglob("*.py")
-        if not str(path.relative_to(PACKAGE)).startswith(DAGSTER_LAYER)
-        and any(name.split(".")[0].startswith("dagster") for name in _imported_modules(path))
-    )
-
-    assert offenders == []
-
-
-def test_loading_the_code_location_imports_no_training_framework():
-    loaded = subprocess.run(
-        [sys.executable, "-c", ("import sys, cpo_pipeline.definitions; "
-                                "print(sorted({'torch', 'transformers', 'trl'} & set(sys.modules)))")],
-        capture_output=True, text=True, check=True,
-    )
-
-    assert loaded.stdout.strip() == "[]"

@@ -2,11 +2,20 @@
 (every import statement, function-level ones included), so a lazy import breaks a rule too."""
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import cpo_pipeline
 
 PACKAGE = Path(cpo_pipeline.__file__).parent
+# The Dagster layer; everything else is plain Python that tests and scripts use without Dagster.
+# training/pipes.py is the training process's side of Pipes: dagster-pipes only, no Dagster.
+DAGSTER_LAYER = ("assets/", "resources/", "wiring/", "definitions.py", "sensors.py",
+                 "training/pipes.py")
+# What the code server must not load: the training frameworks (seconds and gigabytes) and the
+# quality figures' sklearn and scipy (seconds on every code-server start).
+HEAVY_PACKAGES = ("torch", "transformers", "trl", "sklearn", "scipy")
 
 
 def _module_name(path: Path) -> str:
@@ -67,3 +76,23 @@ def test_no_module_imports_an_entry_point_script():
 
     assert "cpo_pipeline.training.train" in entry_points and "cpo_pipeline.cli" in entry_points
     assert offenders == {}
+
+
+def test_only_the_dagster_layer_imports_dagster():
+    offenders = sorted(
+        str(path.relative_to(PACKAGE)) for path in _modules().values()
+        if not str(path.relative_to(PACKAGE)).startswith(DAGSTER_LAYER)
+        and any(name.split(".")[0].startswith("dagster") for name in _imports(path)))
+
+    assert offenders == []
+
+
+def test_loading_the_code_location_imports_no_training_framework_nor_sklearn_or_scipy():
+    loaded = subprocess.run(
+        [sys.executable, "-c", ("import sys, cpo_pipeline.definitions; "
+                                f"print(sorted({{m.split('.')[0] for m in sys.modules}} "
+                                f"& {set(HEAVY_PACKAGES)!r}))")],
+        capture_output=True, text=True, check=True,
+    )
+
+    assert loaded.stdout.strip() == "[]"

@@ -58,6 +58,7 @@ from cpo_pipeline.llm.response_cache import ResponseCache
 from cpo_pipeline.resources.llm import LLMEndpointResource
 from cpo_pipeline.resources.settings import PipelineSettings
 from cpo_pipeline.storage import atomic_target, content_hash, write_parquet
+from cpo_pipeline.wiring.launchpad import Offered, launchpad_config
 from cpo_pipeline.wiring.metadata import png_markdown
 
 _SEED = load_ontology()
@@ -66,43 +67,22 @@ _SEED = load_ontology()
 GRAPH_FORMAT = "3"
 CODE_VERSION = (f"seed-{_SEED.sha256[:12]}.scoring-{SCORING_VERSION}"
                 f".prompt-{prompt_sha256(_SEED)[:12]}.format-{GRAPH_FORMAT}")
-_DEFAULTS = EdgeThresholds()
-
-
-class ConceptGraphConfig(dg.Config):
-    min_support: int = Field(
-        default=_DEFAULTS.min_support,
-        description="A concept must be present in this many studies before the data may relate it.")
-    min_cooccurrence: int = Field(
-        default=_DEFAULTS.min_cooccurrence,
-        description="Studies showing both concepts that an association needs.")
-    association_lift: float = Field(
-        default=_DEFAULTS.association_lift,
-        description="Lift an association needs (and its confidence interval must lie above 1).")
-    exclusion_lift: float = Field(
-        default=_DEFAULTS.exclusion_lift,
-        description="An exclusion's confidence interval for the lift must lie below this.")
-    irrelevance_band: float = Field(
-        default=_DEFAULTS.irrelevance_band,
-        description="Irrelevance: the lift's interval lies within [1/band, band].")
-    workers: int = Field(default=2, description="Processes reading findings texts.")
-    llm_reports: int = Field(
+# The thresholds are EdgeThresholds' fields (their defaults and help live there; the interval's
+# confidence stays fixed); the rest is how this asset reads the reports.
+_THRESHOLDS = Offered(EdgeThresholds, leave_out=frozenset({"confidence"}))
+ConceptGraphConfig = launchpad_config("ConceptGraphConfig", _THRESHOLDS, extra={
+    "workers": (int, Field(default=2, description="Processes reading findings texts.")),
+    "llm_reports": (int, Field(
         default=256,
         description="Reports sent to the LLM when an endpoint is set: those of earlier runs, in "
-        "their batches, then others by study id (on a first run, the first by study id).")
-    llm_batch_size: int = Field(
-        default=8, description="Reports per LLM request (a change re-forms every batch).")
-    llm_min_reports: int = Field(
+        "their batches, then others by study id (on a first run, the first by study id).")),
+    "llm_batch_size": (int, Field(
+        default=8, description="Reports per LLM request (a change re-forms every batch).")),
+    "llm_min_reports": (int, Field(
         default=2,
-        description="Reports that must map a feature to a disease before the LLM's edge is kept.")
-
-    def thresholds(self) -> EdgeThresholds:
-        return EdgeThresholds(
-            min_support=self.min_support, min_cooccurrence=self.min_cooccurrence,
-            association_lift=self.association_lift, exclusion_lift=self.exclusion_lift,
-            irrelevance_band=self.irrelevance_band,
-        )
-
+        description="Reports that must map a feature to a disease before the LLM's edge is "
+        "kept.")),
+})
 
 _CHECKS = [
     dg.AssetCheckSpec("every_disease_has_an_association", asset="concept_graph", blocking=True,
@@ -131,7 +111,7 @@ def concept_graph(
     cxr_studies: pd.DataFrame,
 ) -> dg.MaterializeResult:
     data_root = settings.resolve().data_root
-    thresholds = config.thresholds()
+    thresholds = _THRESHOLDS.build(config)
     texts = cxr_studies["findings_text"].tolist()
     concepts = concept_presence(texts, _SEED, workers=config.workers)
     labels = label_presence(cxr_studies)

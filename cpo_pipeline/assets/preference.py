@@ -14,6 +14,8 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
+from cpo_pipeline import data_layout
+from cpo_pipeline.counterfactuals.bounds import bounds_description, gate_description
 from cpo_pipeline.preference import assembly
 from cpo_pipeline.preference.assembly import VERSION_COLUMNS, Assembled, InputVersions
 from cpo_pipeline.preference.card import PAIR_COLUMNS, SFT_COLUMNS, dataset_card, rows_per_split
@@ -26,11 +28,12 @@ from cpo_pipeline.preference.checks import (
     no_test_study_in_training,
     pairs_are_hard_negatives,
 )
-from cpo_pipeline.preference.export import dataset_dir, export_set
+from cpo_pipeline.preference.export import export_set
 from cpo_pipeline.preference.prompt import DEFAULT_REQUEST, prompt_hash
 from cpo_pipeline.resources.settings import PipelineSettings
 from cpo_pipeline.schemas import content_version
-from cpo_pipeline.wiring.metadata import hard_negative_bounds, sample_table
+from cpo_pipeline.wiring.launchpad import Offered, launchpad_config
+from cpo_pipeline.wiring.metadata import sample_table
 
 PREFERENCE_VERSION = "1"
 _GROUP = "preference"
@@ -43,11 +46,9 @@ _CHECKS = {
     "no_test_study_in_training_set": "No train row is built from a test-split study "
     "(cxr_studies), on either side of a pair.",
     "chosen_differs_from_rejected": "No pair's chosen and rejected texts normalise alike.",
-    "pairs_are_hard_negatives": "On a seeded sample of train pairs: with the concept "
-    "vocabulary masked, a patient-grouped classifier tells the rejected text at most "
-    "`max_style_accuracy` of the time (the lower end of its one-sided Wilson interval at "
-    "`style_confidence_z` must not exceed it); median rejected/chosen findings word ratio "
-    "0.9-1.1; the rejected the longer text in at most 60% of pairs.",
+    "pairs_are_hard_negatives": f"On a seeded sample of at most `gate_sample` (default "
+    f"{PairGateBounds().sample:,}) train pairs: "
+    + gate_description(PairGateBounds(), "rejected", "chosen") + ".",
 }
 # What a failing invariant gate adds to its figure: the bound (0) and why no config option of
 # the set relaxes it, so the user knows where to look instead.
@@ -92,18 +93,12 @@ class TrainingSetConfig(dg.Config):
     seed: int = Field(default=0, description="Seed of the per-disease cap's draw.")
 
 
-class PairsConfig(TrainingSetConfig):
-    max_style_accuracy: float = Field(
-        default=PairGateBounds.max_style_accuracy,
-        description="Hard-negative gate: a classifier on the masked wording may tell the "
-        "rejected text of a pair at most this often (chance is 0.5).")
-    style_confidence_z: float = Field(
-        default=PairGateBounds.confidence_z,
-        description="The style gate fails when the lower end of the one-sided Wilson interval "
-        "of the accuracy at this z exceeds `max_style_accuracy` (0: the point estimate).")
-    gate_sample: int = Field(
-        default=PairGateBounds.sample,
-        description="The hard-negative gate measures at most this many train pairs (seeded).")
+# The hard-negative gate's bounds with their defaults and help (its length bounds stay fixed;
+# its sample is drawn with the set's `seed`).
+_GATE = Offered(PairGateBounds,
+                leave_out=frozenset({"length_ratio", "max_longer_share", "seed"}),
+                rename={"confidence_z": "style_confidence_z", "sample": "gate_sample"})
+PairsConfig = launchpad_config("PairsConfig", _GATE, base=TrainingSetConfig)
 
 
 class RandomNegativeConfig(dg.Config):
@@ -157,7 +152,7 @@ def _materialize(
             "rows_per_split": dg.MetadataValue.json(rows_per_split(frame)),
             "filters": dg.MetadataValue.json(assembled.filters),
             "dataset_card": dg.MetadataValue.md(card),
-            "datasets": dg.MetadataValue.path(str(dataset_dir(data_root, name))),
+            "datasets": dg.MetadataValue.path(str(data_layout.dataset(data_root, name))),
             "dataset_splits": dg.MetadataValue.json({s: str(p) for s, p in paths.items()}),
             "prompt_hash": str(lineage["prompt_hash"]),
             "sample": sample_table(frame.drop(columns=_LONG_COLUMNS)),
@@ -220,12 +215,10 @@ def preference_pairs(
     prepared = assembly.prepare(counterfactual_trajectories, cxr_studies, cxr_images, versions)
     assembled = assembly.cpo_pairs(prepared, config.request, cap=config.per_disease_cap,
                                    seed=config.seed)
-    bounds = PairGateBounds(
-        max_style_accuracy=config.max_style_accuracy, confidence_z=config.style_confidence_z,
-        sample=config.gate_sample, seed=config.seed)
+    bounds = _GATE.build(config, seed=config.seed)
     hardness = pairs_are_hard_negatives(assembled.frame, bounds)
     hardness = replace(hardness, description=f"{hardness.description}; "
-                       + hard_negative_bounds(bounds, "preference_pairs", "rejected"))
+                       + bounds_description(bounds, "preference_pairs", "rejected"))
     return _materialize(
         context, "preference_pairs",
         "Counterfactual preference pairs (CPO): per accepted counterfactual, the study's "

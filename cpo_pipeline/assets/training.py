@@ -104,9 +104,8 @@ def sft_model(context: dg.AssetExecutionContext, config: SFTModelConfig,
 
 cpo_model = _dpo_asset(
     "cpo_model", "preference_pairs",
-    f"Stage 2, CPO: TRL DPOTrainer (sigmoid loss, beta {TrainingConfig.beta}, LoRA, vision "
-    "tower frozen) on "
-    "preference_pairs — chosen the factual trajectory, rejected its counterfactual — starting "
+    f"Stage 2, CPO: TRL DPOTrainer (sigmoid loss, `beta` (default {TrainingConfig.beta}), "
+    "LoRA, vision tower frozen) on preference_pairs — chosen the factual trajectory, rejected its counterfactual — starting "
     "from sft_model, which is also the reference.")
 dpo_random_model = _dpo_asset(
     "dpo_random_model", "random_negative_pairs",

@@ -13,11 +13,15 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
-from cpo_pipeline.assets.concepts import concept_graph
 from cpo_pipeline.concepts.graph import ConceptGraphFiles, read_graph
 from cpo_pipeline.concepts.mentions import ConceptExtractor
 from cpo_pipeline.concepts.ontology import load_ontology
 from cpo_pipeline.counterfactuals import offline_expert
+from cpo_pipeline.counterfactuals.bounds import (
+    HardNegativeBounds,
+    bounds_description,
+    gate_description,
+)
 from cpo_pipeline.counterfactuals.generation import (
     ACCEPTED,
     COUNTERFACTUAL,
@@ -34,7 +38,7 @@ from cpo_pipeline.counterfactuals.generation import (
 )
 from cpo_pipeline.counterfactuals.masking import seed_mask
 from cpo_pipeline.counterfactuals.prompts import PROMPT_HASH
-from cpo_pipeline.counterfactuals.quality import HardNegativeBounds, hard_negative_verdict
+from cpo_pipeline.counterfactuals.quality import hard_negative_verdict
 from cpo_pipeline.counterfactuals.reuse import assemble, plan_reuse, run_identity
 from cpo_pipeline.counterfactuals.verifier import VerifierConfig
 from cpo_pipeline.llm.client import RequestCounters
@@ -44,51 +48,36 @@ from cpo_pipeline.resources.llm import LLMEndpointResource
 from cpo_pipeline.resources.settings import PipelineSettings
 from cpo_pipeline.schemas import content_version
 from cpo_pipeline.storage import previous_table
-from cpo_pipeline.wiring.metadata import hard_negative_bounds, sample_table, word_diff_markdown
+from cpo_pipeline.wiring.launchpad import Offered, launchpad_config
+from cpo_pipeline.wiring.metadata import sample_table, word_diff_markdown
 
 GENERATOR_VERSION = "8"
 _DIFF_SAMPLES = 5
 _CHUNK_STUDIES = 2_000
 
 
-class TrajectoryConfig(dg.Config):
-    k: int = Field(
-        default=2, description="Counterfactual trajectories per study (the paper's default is 2).")
-    max_candidates: int = Field(
-        default=3, description="LLM candidates per counterfactual before it is recorded as rejected.")
-    min_edit_tokens: int = Field(
-        default=VerifierConfig.min_edit_tokens,
-        description="Verifier: edits up to this many tokens are always small enough.")
-    max_edit_fraction: float = Field(
-        default=VerifierConfig.max_edit_fraction,
-        description="Verifier: ... and up to this share of the factual findings' tokens.")
-    min_unchanged_share: float = Field(
-        default=VerifierConfig.min_unchanged_share,
-        description="Verifier: a counterfactual of a factual longer than `min_edit_tokens` "
-        "keeps at least this share of its tokens in place.")
-    max_style_accuracy: float = Field(
-        default=HardNegativeBounds.max_style_accuracy,
-        description="Hard-negative check: a classifier on the masked wording may tell the "
-        "counterfactual of a pair at most this often (chance is 0.5).")
-    style_confidence_z: float = Field(
-        default=HardNegativeBounds.confidence_z,
-        description="Hard-negative check: style fails only when the lower end of the one-sided "
-        "Wilson interval of the accuracy at this z exceeds `max_style_accuracy` (0: the point "
-        "estimate).")
-    max_dead_letter_fraction: float = Field(
+# What the expert, the verifier and the hard-negative gate take, with their defaults and help
+# (the gate's length bounds stay fixed); the rest is how this asset picks and reports studies.
+_GENERATION = Offered(GenerationOptions, leave_out=frozenset({"verifier"}))
+_VERIFIER = Offered(VerifierConfig)
+_GATE = Offered(HardNegativeBounds, leave_out=frozenset({"length_ratio", "max_longer_share"}),
+                rename={"confidence_z": "style_confidence_z"})
+TrajectoryConfig = launchpad_config("TrajectoryConfig", _GENERATION, _VERIFIER, _GATE, extra={
+    "max_dead_letter_fraction": (float, Field(
         default=0.2,
-        description="The blocking check fails when more counterfactuals than this end rejected or "
-        "dead-lettered.")
-    splits: list[str] = Field(
-        default_factory=lambda: list(SPLITS), description="Which official splits get trajectories.")
-    limit: int | None = Field(
+        description="The blocking check fails when more counterfactuals than this end rejected "
+        "or dead-lettered.")),
+    "splits": (list[str], Field(default_factory=lambda: list(SPLITS),
+                                description="Which official splits get trajectories.")),
+    "limit": (int | None, Field(
         default=None,
         description="At most this many studies (in study order), for a quick trial against a "
-        "paid endpoint.")
+        "paid endpoint.")),
+})
 
 
 @dg.asset(
-    deps=[concept_graph],
+    deps=["concept_graph"],
     group_name="counterfactuals",
     code_version=f"{GENERATOR_VERSION}.prompt-{PROMPT_HASH}",
     check_specs=[dg.AssetCheckSpec(
@@ -98,11 +87,8 @@ class TrajectoryConfig(dg.Config):
         dg.AssetCheckSpec(
             "counterfactuals_are_hard_negatives", asset="counterfactual_trajectories",
             blocking=True,
-            description="Style and length: with the concept vocabulary masked, a patient-"
-            "grouped logistic regression tells the counterfactual of a pair at most "
-            "`max_style_accuracy` of the time (the lower end of its one-sided Wilson interval "
-            "at `style_confidence_z` must not exceed it); median counterfactual/factual word "
-            "ratio 0.9-1.1; the counterfactual the longer text in at most 60% of pairs.")],
+            description="Style and length: "
+            + gate_description(HardNegativeBounds(), "counterfactual", "factual") + ".")],
     description="Per study: the factual reasoning trajectory and k counterfactual trajectories "
     "toward concept-graph-chosen target diseases, written by the LLM expert (or the offline "
     "concept-graph expert) and checked by the verifier.",
@@ -118,10 +104,7 @@ def counterfactual_trajectories(
     graph_files = ConceptGraphFiles.under(data_root)
     graph = read_graph(graph_files.graph)
     endpoint = llm.endpoint_config()
-    options = GenerationOptions(
-        k=config.k, max_candidates=config.max_candidates,
-        verifier=VerifierConfig(config.min_edit_tokens, config.max_edit_fraction,
-                                config.min_unchanged_share))
+    options = _GENERATION.build(config, verifier=_VERIFIER.build(config))
     identity = run_identity(offline_expert.BACKEND if endpoint is None else LLM_BACKEND,
                             endpoint, options, GENERATOR_VERSION)
     studies = cxr_studies[cxr_studies["split"].isin(config.splits)].sort_values("study_id")
@@ -192,8 +175,7 @@ def _hard_negative_check(table: pd.DataFrame, config: TrajectoryConfig
                          ) -> dg.AssetCheckResult:
     """The hard-negatives gate (`quality.hard_negative_verdict`) as a blocking check whose
     metadata (also the asset's) carries the classifier's accuracy and the n-grams it reads."""
-    bounds = HardNegativeBounds(
-        max_style_accuracy=config.max_style_accuracy, confidence_z=config.style_confidence_z)
+    bounds = _GATE.build(config)
     verdict = hard_negative_verdict(table, seed_mask(), bounds)
     metadata = verdict.metadata()
     metadata["style_top_features"] = dg.MetadataValue.json(metadata["style_top_features"])
@@ -202,7 +184,7 @@ def _hard_negative_check(table: pd.DataFrame, config: TrajectoryConfig
     return dg.AssetCheckResult(
         check_name="counterfactuals_are_hard_negatives", passed=verdict.passed,
         description=f"{verdict.describe('pairs')}; "
-        + hard_negative_bounds(bounds, "counterfactual_trajectories", "counterfactual"),
+        + bounds_description(bounds, "counterfactual_trajectories", "counterfactual"),
         metadata=metadata)
 
 

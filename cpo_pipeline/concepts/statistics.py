@@ -28,7 +28,7 @@ studies:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from statistics import NormalDist
 from typing import NamedTuple
 
@@ -73,12 +73,18 @@ class PairRow(NamedTuple):
 class EdgeThresholds:
     """When a co-occurrence becomes an edge (see the module docstring)."""
 
-    min_support: int = 20
-    min_cooccurrence: int = 5
-    association_lift: float = 2.0
-    exclusion_lift: float = 0.5
-    irrelevance_band: float = 1.25
-    confidence: float = 0.95
+    min_support: int = field(default=20, metadata={
+        "help": "A concept must be present in this many studies before the data may relate it."})
+    min_cooccurrence: int = field(default=5, metadata={
+        "help": "Studies showing both concepts that an association needs."})
+    association_lift: float = field(default=2.0, metadata={
+        "help": "Lift an association needs (and its confidence interval must lie above 1)."})
+    exclusion_lift: float = field(default=0.5, metadata={
+        "help": "An exclusion's confidence interval for the lift must lie below this."})
+    irrelevance_band: float = field(default=1.25, metadata={
+        "help": "Irrelevance: the lift's interval lies within [1/band, band]."})
+    confidence: float = field(default=0.95, metadata={
+        "help": "Confidence level of the lift's Wilson interval."})
 
 
 def wilson_interval(successes: np.ndarray, trials: np.ndarray, confidence: float = 0.95

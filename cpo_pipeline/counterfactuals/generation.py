@@ -113,8 +113,10 @@ class CounterfactualTask:
 
 @dataclass(frozen=True)
 class GenerationOptions:
-    k: int = 2
-    max_candidates: int = 3
+    k: int = field(default=2, metadata={
+        "help": "Counterfactual trajectories per study (the paper's default is 2)."})
+    max_candidates: int = field(default=3, metadata={
+        "help": "LLM candidates per counterfactual before it is recorded as rejected."})
     verifier: VerifierConfig = field(default_factory=VerifierConfig)
 
 

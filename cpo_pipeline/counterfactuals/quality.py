@@ -2,7 +2,7 @@
 
 A counterfactual should differ from its study's factual trajectory only in what the image would
 have to show. These figures measure how far `counterfactual_trajectories` is from that, and
-`check_targets` holds them against issue 9's bounds (`QualityTargets`); the benchmark
+`check_targets` holds them against issue 9's bounds (`bounds.QualityTargets`); the benchmark
 `bench_counterfactual_quality.py` prints both. Only accepted counterfactuals are
 compared with their factual; the acceptance rate and the target shares count every
 counterfactual row, whatever its verdict.
@@ -27,12 +27,9 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy.sparse import vstack
-from sklearn.feature_extraction.text import CountVectorizer
-from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import GroupKFold
 
 from cpo_pipeline.concepts.ontology import Ontology, load_ontology
+from cpo_pipeline.counterfactuals.bounds import HardNegativeBounds, QualityTargets
 from cpo_pipeline.counterfactuals.contradictions import ContradictionReader, contradictions
 from cpo_pipeline.counterfactuals.generation import (
     ACCEPTED,
@@ -94,6 +91,13 @@ def style_accuracy(
     score 0 (read as "factual": right for exactly half). Folds are grouped by patient
     (`subject_id`, GroupKFold), so no patient's wording is learned and then tested on.
     """
+    # Imported here: the asset modules import this module, and the Dagster code location must
+    # load without sklearn and scipy (seconds of import on every code-server start).
+    from scipy.sparse import vstack
+    from sklearn.feature_extraction.text import CountVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GroupKFold
+
     pairs = accepted_pairs(trajectories)
     groups = pairs["subject_id"].to_numpy()
     folds = min(folds, len(np.unique(groups)))
@@ -314,34 +318,7 @@ def quality_report(
 
 
 # ---------------------------------------------------------------------------------------------
-# Targets
-
-@dataclass(frozen=True)
-class QualityTargets:
-    """Issue 9's bounds for hard negatives."""
-
-    max_style_accuracy: float = 0.60
-    length_ratio: tuple[float, float] = (0.9, 1.1)
-    max_longer_share: float = 0.60
-    max_contradictions: int = 0
-    min_answer_agreement: float = 1.0
-    min_acceptance: float = 0.90
-    min_target_share: float = 0.02
-
-
-@dataclass(frozen=True)
-class HardNegativeBounds:
-    """The blocking hard-negatives gate's bounds (issue 9's, `QualityTargets`). Style fails
-    only when the lower end of a one-sided Wilson interval of its accuracy (`confidence_z`;
-    1.645 is 95%) exceeds the bound: on a few hundred pairs the out-of-fold accuracy of
-    identical-in-distribution texts wanders +-0.05 around chance, on thousands the lower end
-    is within 0.02 of the estimate. z = 0 gates on the estimate itself."""
-
-    max_style_accuracy: float = QualityTargets.max_style_accuracy
-    length_ratio: tuple[float, float] = QualityTargets.length_ratio
-    max_longer_share: float = QualityTargets.max_longer_share
-    confidence_z: float = 1.645
-
+# Targets (`bounds.QualityTargets`) and the gate (`bounds.HardNegativeBounds`)
 
 def wilson_lower(share: float, n: int, z: float) -> float:
     """The lower end of the Wilson score interval of a proportion `share` of `n`."""
@@ -389,9 +366,11 @@ class HardNegativeVerdict:
 
 
 def hard_negative_verdict(trajectories: pd.DataFrame, mask: ConceptMask,
-                          bounds: HardNegativeBounds = HardNegativeBounds()) -> HardNegativeVerdict:
-    """The style and length figures of `trajectories`' accepted pairs against `bounds`: the
-    one gate both `counterfactual_trajectories` and `preference_pairs` hold."""
+                          bounds: HardNegativeBounds | None = None) -> HardNegativeVerdict:
+    """The style and length figures of `trajectories`' accepted pairs against `bounds` (the
+    defaults when None): the one gate both `counterfactual_trajectories` and `preference_pairs`
+    hold."""
+    bounds = bounds or HardNegativeBounds()
     style = style_accuracy(trajectories, mask)
     length = length_figures(trajectories)
     low, high = bounds.length_ratio
@@ -419,10 +398,11 @@ class TargetCheck:
     met: bool
 
 
-def check_targets(report: QualityReport, targets: QualityTargets = QualityTargets()
+def check_targets(report: QualityReport, targets: QualityTargets | None = None
                   ) -> tuple[TargetCheck, ...]:
-    """Each figure of `report` against its bound; a figure that could not be measured (None) is
-    not met."""
+    """Each figure of `report` against its bound (issue 9's when None); a figure that could not
+    be measured (None) is not met."""
+    targets = targets or QualityTargets()
     low, high = targets.length_ratio
 
     def check(figure: str, value: float | None, target: str,

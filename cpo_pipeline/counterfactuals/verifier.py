@@ -24,7 +24,7 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cpo_pipeline.counterfactuals.contradictions import contradictions
 from cpo_pipeline.radiology.answer_format import (
@@ -44,9 +44,13 @@ class VerifierConfig:
     patients (benchmarks/README.md, "Edit bound"): the floor admits replacing one statement and
     removing one more; longer reports are held to a share of their length."""
 
-    min_edit_tokens: int = 24
-    max_edit_fraction: float = 0.5
-    min_unchanged_share: float = 0.3
+    min_edit_tokens: int = field(default=24, metadata={
+        "help": "Verifier: edits up to this many tokens are always small enough."})
+    max_edit_fraction: float = field(default=0.5, metadata={
+        "help": "Verifier: ... and up to this share of the factual findings' tokens."})
+    min_unchanged_share: float = field(default=0.3, metadata={
+        "help": "Verifier: a counterfactual of a factual longer than `min_edit_tokens` keeps "
+        "at least this share of its tokens in place."})
 
 
 @dataclass(frozen=True)

@@ -13,9 +13,10 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.compute as pc
 
+from cpo_pipeline.counterfactuals.bounds import HardNegativeBounds
 from cpo_pipeline.counterfactuals.generation import ACCEPTED, COUNTERFACTUAL, FACTUAL
 from cpo_pipeline.counterfactuals.masking import findings_of, seed_mask
-from cpo_pipeline.counterfactuals.quality import HardNegativeBounds, hard_negative_verdict
+from cpo_pipeline.counterfactuals.quality import hard_negative_verdict
 from cpo_pipeline.ingestion.summary import patients_in_several_splits
 from cpo_pipeline.preference.filters import TRAIN
 from cpo_pipeline.preference.text import normalise
@@ -100,11 +101,12 @@ def no_test_study_in_training(rows: pd.DataFrame, official_split: pd.Series) -> 
 
 @dataclass(frozen=True)
 class PairGateBounds(HardNegativeBounds):
-    """The hard-negatives gate's bounds (`quality.HardNegativeBounds`), measured on a seeded
+    """The hard-negatives gate's bounds (`bounds.HardNegativeBounds`), measured on a seeded
     sample of at most `sample` train pairs."""
 
-    sample: int = 2_000
-    seed: int = 0
+    sample: int = field(default=2_000, metadata={
+        "help": "The hard-negative gate measures at most this many train pairs (seeded)."})
+    seed: int = field(default=0, metadata={"help": "Seed of the gate's sample of train pairs."})
 
 
 def as_trajectories(pairs: pd.DataFrame) -> pd.DataFrame:

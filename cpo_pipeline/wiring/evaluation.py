@@ -2,12 +2,12 @@
 split as a step failure when it is missing, and the blocking check that no test study was
 trained on."""
 
-import typing
 from dataclasses import fields
 from pathlib import Path
 
 import dagster as dg
-from pydantic import Field, create_model
+from pydantic import Field
+from pydantic.fields import FieldInfo
 
 from cpo_pipeline.evaluation.runner import (
     EvaluationInputError,
@@ -15,30 +15,28 @@ from cpo_pipeline.evaluation.runner import (
     leakage,
     test_rows,
 )
+from cpo_pipeline.wiring.launchpad import Offered, launchpad_config, offered_by
 
 
 class _Scoring(dg.Config):
     def options(self) -> ScoringOptions:
         """The scoring options this config sets; the others keep their defaults."""
-        values = self.model_dump()
-        return ScoringOptions(**{f.name: values[f.name] for f in fields(ScoringOptions)
-                                 if f.name in values})
+        (scoring,) = offered_by(type(self))
+        return scoring.build(self)
 
 
 def scoring_config(name: str, offered: tuple[str, ...], defaults: dict | None = None,
-                   **extra) -> type[dg.Config]:
+                   **extra: tuple[object, FieldInfo]) -> type[dg.Config]:
     """An evaluation's launchpad config: the `offered` ScoringOptions fields with their help
     (and `defaults` where this evaluation's differ), `force`, and the asset's own `extra`
     fields ((type, Field) pairs)."""
-    hints = typing.get_type_hints(ScoringOptions)
-    own = {f.name: f for f in fields(ScoringOptions)}
-    scoring = {key: (hints[key], Field(default=(defaults or {}).get(key, own[key].default),
-                                       description=own[key].metadata["help"]))
-               for key in offered}
-    return create_model(
-        name, __base__=_Scoring, **scoring,
-        force=(bool, Field(default=False, description="Evaluate again though nothing changed.")),
-        **extra)
+    left_out = frozenset(f.name for f in fields(ScoringOptions)) - set(offered)
+    return launchpad_config(
+        name, Offered(ScoringOptions, leave_out=left_out, defaults=defaults or {}),
+        base=_Scoring, extra={
+            "force": (bool, Field(default=False,
+                                  description="Evaluate again though nothing changed.")),
+            **extra})
 
 
 def test_studies(data_root: Path) -> list[dict]:

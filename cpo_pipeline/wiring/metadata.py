@@ -10,8 +10,6 @@ import dagster as dg
 import pandas as pd
 import pyarrow as pa
 
-from cpo_pipeline.counterfactuals.quality import HardNegativeBounds
-
 
 def _cell(value: object) -> str | int | float | bool | None:
     if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
@@ -62,13 +60,3 @@ def word_diff_markdown(before: str, after: str) -> str:
             parts.append(" ".join(old[i1:i2]))
     return " ".join(parts)
 
-
-def hard_negative_bounds(bounds: HardNegativeBounds, asset: str, longer: str) -> str:
-    """The hard-negative gate's bounds and the run config that moves them, for a check's
-    description (the figures come from `HardNegativeVerdict.describe`)."""
-    low, high = bounds.length_ratio
-    return (f"bounds: the style accuracy's lower bound at most {bounds.max_style_accuracy:.2f} "
-            f"at z {bounds.confidence_z} (`max_style_accuracy`, `style_confidence_z`, run config "
-            f"of {asset}); median word ratio {low}-{high} and the {longer} the longer text in at "
-            f"most {bounds.max_longer_share:.0%} of pairs (fixed: a length cue is what DPO would "
-            "learn instead of the diagnosis)")

@@ -7,15 +7,14 @@ into what the UI shows. It never imports torch, transformers or trl.
 """
 
 import json
-import typing
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
 
 # Not re-exported by `dagster` in 1.13: what PipesSubprocessClient raises on a non-zero exit.
 from dagster._core.errors import DagsterPipesExecutionError
-from pydantic import Field, create_model
+from pydantic import Field
 
 from cpo_pipeline.training import run_dirs
 from cpo_pipeline.training.config import DPO, PAPER, SFT, TINY, TrainingConfig
@@ -29,6 +28,7 @@ from cpo_pipeline.training.launch import (
 from cpo_pipeline.training.plots import training_curves_png
 from cpo_pipeline.training.preflight import TrainingConfigError
 from cpo_pipeline.training.report import PATH, metadata_type, summary_metadata
+from cpo_pipeline.wiring.launchpad import Offered, launchpad_config
 from cpo_pipeline.wiring.metadata import png_markdown
 
 GPU_POOL = "gpu"
@@ -45,30 +45,22 @@ _SFT_ONLY = frozenset({"tiny_vision_pretraining_epochs", "tiny_model_size"})
 def _run_config_class(name: str, stage: str) -> type[dg.Config]:
     """The launchpad config of a stage: every tunable TrainingConfig field with its default and
     help text (one source for both), plus what only the launch decides."""
-    hints = typing.get_type_hints(TrainingConfig)
-    tunable = {
-        f.name: (hints[f.name], Field(default=f.default, description=f.metadata["help"]))
-        for f in fields(TrainingConfig)
-        if f.name not in _DECIDED_BY_THE_ASSET and f.name not in (
-            _SFT_ONLY if stage == DPO else _DPO_ONLY)
-    }
-    return create_model(
-        name,
-        __base__=dg.Config,
-        force=(bool, Field(default=False, description=(
+    stage_only = _SFT_ONLY if stage == DPO else _DPO_ONLY
+    return launchpad_config(name, Offered(TrainingConfig,
+                                          leave_out=_DECIDED_BY_THE_ASSET | stage_only), extra={
+        "force": (bool, Field(default=False, description=(
             "Train again even though a finished run with the same inputs and config exists "
             "(otherwise its model is reused and nothing is launched)."))),
-        recipe=(str | None, Field(default=None, description=(
+        "recipe": (str | None, Field(default=None, description=(
             f"Defaults for the unset fields: '{PAPER}' or '{TINY}'. None: '{TINY}' for the "
             f"tiny offline model, else '{PAPER}'."))),
-        num_processes=(int, Field(default=1, description=(
+        "num_processes": (int, Field(default=1, description=(
             "Training processes (data parallel): above 1, the entry point runs under "
             "`accelerate launch` (DDP; over gloo without CUDA)."))),
-        accelerate_config=(str | None, Field(default=None, description=(
+        "accelerate_config": (str | None, Field(default=None, description=(
             "An accelerate config file to launch with (e.g. configs/accelerate/"
             "deepspeed_zero2.yaml for the paper's ZeRO-2 multi-GPU runs)."))),
-        **tunable,
-    )
+    })
 
 
 SFTModelConfig = _run_config_class("SFTModelConfig", SFT)
