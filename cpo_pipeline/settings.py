@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from cpo_pipeline import data_layout
+
 DATA_ROOT_ENV = "CPO_DATA_ROOT"
 MIMIC_CXR_ROOT_ENV = "MIMIC_CXR_ROOT"
 MIMIC_CXR_JPG_ROOT_ENV = "MIMIC_CXR_JPG_ROOT"
@@ -18,6 +20,36 @@ LLM_BASE_URL_ENV = "CPO_LLM_BASE_URL"
 LLM_MODEL_ENV = "CPO_LLM_MODEL"
 LLM_API_KEY_ENV = "CPO_LLM_API_KEY"
 POLICY_MODEL_ENV = "CPO_POLICY_MODEL"
+
+# Every variable the pipeline reads, for whatever must run with none of them set (the test
+# suite's clean environment, the benchmarks), so that a developer's own settings never reach it.
+# Names read by other modules are spelled here beside their reader; cpo_pipeline_tests/
+# test_environment_variables.py fails when a module spells a CPO_* or MIMIC_* name missing here,
+# or when a name here is read nowhere.
+# MLFLOW_TRACKING_URI is MLflow's own name, but the pipeline reads it as its choice of training
+# store: left set, a team server would receive the tests' and benchmarks' runs, so it belongs.
+# The Hugging Face offline switches (HF_HUB_OFFLINE is read by training/preflight.py) and RANK
+# do not: the suite and the benchmarks set the first themselves (`HUGGING_FACE_OFFLINE`), and the
+# second is the launcher's to set, not a user's setting.
+PIPELINE_ENVIRONMENT = (
+    DATA_ROOT_ENV,
+    MIMIC_CXR_ROOT_ENV,
+    MIMIC_CXR_JPG_ROOT_ENV,
+    LLM_BASE_URL_ENV,
+    LLM_MODEL_ENV,
+    LLM_API_KEY_ENV,
+    "CPO_LLM_ALLOWED_HOSTS",  # llm/endpoint_policy.py
+    "CPO_LLM_ALLOW_REMOTE_ENDPOINTS",  # llm/endpoint_policy.py
+    POLICY_MODEL_ENV,
+    "CPO_TRAINING_LAUNCHER",  # resources/pipes_k8s.py
+    "CPO_TRAINING_IMAGE",  # resources/pipes_k8s.py
+    "CPO_REFRESH_CRON",  # definitions.py, when the code location loads
+    "MLFLOW_TRACKING_URI",  # training/tracking.py and the run launch
+)
+# What keeps the Hugging Face libraries from reaching the hub: the embedded default never needs
+# it, and the tests and benchmarks must not depend on a network or a developer's cache.
+HUGGING_FACE_OFFLINE = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+                        "HF_DATASETS_OFFLINE": "1"}
 
 DEFAULT_DATA_DIRNAME = "data"
 
@@ -54,7 +86,7 @@ class Settings:
     @property
     def demo_root(self) -> Path:
         """Where the embedded synthetic MIMIC-CXR tree is generated on first use."""
-        return self.data_root / "demo" / "mimic-cxr"
+        return data_layout.demo_tree(self.data_root)
 
 
 def _optional(environ: Mapping[str, str], name: str) -> str | None:

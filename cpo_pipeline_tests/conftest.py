@@ -9,27 +9,16 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from cpo_pipeline.settings import HUGGING_FACE_OFFLINE, PIPELINE_ENVIRONMENT
 from cpo_pipeline_tests.pipeline import materialize
 
-# Everything the pipeline reads from the environment: a developer's own settings must never leak
-# into a test, and no test leaves one behind.
-PIPELINE_ENVIRONMENT = (
-    "CPO_DATA_ROOT",
-    "MIMIC_CXR_ROOT",
-    "MIMIC_CXR_JPG_ROOT",
-    "CPO_LLM_BASE_URL",
-    "CPO_LLM_MODEL",
-    "CPO_LLM_API_KEY",
-    "CPO_LLM_ALLOWED_HOSTS",
-    "CPO_LLM_ALLOW_REMOTE_ENDPOINTS",
-    "CPO_POLICY_MODEL",
-)
-os.environ.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+os.environ.update(HUGGING_FACE_OFFLINE)
 
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch):
-    """No pipeline variable is set; set one with the returned monkeypatch."""
+    """No pipeline variable is set (a developer's own must not leak into a test, and no test
+    leaves one behind); set one with the returned monkeypatch."""
     for name in PIPELINE_ENVIRONMENT:
         monkeypatch.delenv(name, raising=False)
     return monkeypatch
