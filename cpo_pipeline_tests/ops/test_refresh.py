@@ -35,13 +35,13 @@ from cpo_pipeline.definitions import defs
 from cpo_pipeline.demo.generator import DemoConfig, write_demo_tree
 from cpo_pipeline.ingestion.image_store import DECODE_CACHE_NAME
 from cpo_pipeline.sensors import SOURCE_VERSION_TAG, mimic_cxr_source_changed
+from cpo_pipeline.settings import PIPELINE_ENVIRONMENT
 from cpo_pipeline.testing.openai_server import (
     DEFAULT_MODEL,
     OpenAICompatibleServer,
     ReceivedRequest,
 )
 from cpo_pipeline.testing.scripted_expert import answer_counterfactual_prompt, prompt_findings
-from cpo_pipeline_tests.conftest import PIPELINE_ENVIRONMENT
 
 INGESTED = ("cxr_images", "cxr_reports", "cxr_labels", "cxr_studies")
 TRAJECTORIES = "counterfactual_trajectories"
