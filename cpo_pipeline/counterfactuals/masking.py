@@ -1,7 +1,7 @@
 """What the style gate hides of a trajectory: the concept vocabulary, sides, severities, numbers
 and the answer line. What is left is the report's wording, not its content; a classifier that
 still tells counterfactual from factual on it is reading style (`quality.style_accuracy`), and
-the editor matches the shape of what it replaces on it (`editing`).
+the editor matches the shape of what it replaces on it (`statements`).
 """
 
 from __future__ import annotations

@@ -16,7 +16,8 @@ import numpy as np
 from cpo_pipeline.concepts.mentions import ConceptExtractor
 from cpo_pipeline.concepts.ontology import SAME_SIDE
 from cpo_pipeline.concepts.queries import PerturbationPlan, scoped_exclusion
-from cpo_pipeline.counterfactuals.editing import delete_finding, rewrite, split_sentences
+from cpo_pipeline.counterfactuals.editing import delete_finding, rewrite
+from cpo_pipeline.counterfactuals.sentences import split_sentences
 from cpo_pipeline.radiology.chexpert import LABEL_POSITIVE, NO_FINDING
 from cpo_pipeline.radiology.labeller import label_report
 from cpo_pipeline.radiology.placement import placement_of

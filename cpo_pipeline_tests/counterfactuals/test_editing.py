@@ -4,16 +4,11 @@ import numpy as np
 import pytest
 
 from cpo_pipeline.counterfactuals import editing
-from cpo_pipeline.counterfactuals.editing import (
-    delete_finding,
-    denial_statement,
-    rewrite,
-    split_sentences,
-    target_statement,
-)
+from cpo_pipeline.counterfactuals.editing import delete_finding, rewrite
+from cpo_pipeline.counterfactuals.sentences import split_sentences
 from cpo_pipeline.radiology.chexpert import LABEL_NEGATIVE, LABEL_POSITIVE
 from cpo_pipeline.radiology.labeller import label_report
-from cpo_pipeline.radiology.placement import Placement, placement_of
+from cpo_pipeline.radiology.placement import placement_of
 
 
 def edited(findings, source, target, seed=7):
@@ -132,18 +127,6 @@ def test_without_anything_to_replace_the_target_goes_in_reading_order():
     assert after[0] == "Left chest tube in place."
     assert asserts(after[1], "Pleural Other")
     assert after[2:] == ["Heart size is normal.", "No acute osseous abnormality."]
-
-
-def test_statements_are_shaped_like_what_they_replace_and_read_back_as_meant():
-    rng = np.random.default_rng(0)
-    long = target_statement("Pleural Effusion", Placement("left"), rng,
-                            "there is a layering right pleural effusion with a meniscus")
-    short = target_statement("Pleural Effusion", Placement("left"), rng, "no effusion")
-    denial = denial_statement("Pneumothorax", Placement(), rng, "no pneumothorax")
-
-    assert len(long.split()) > len(short.split())
-    assert asserts(long, "Pleural Effusion") and asserts(short, "Pleural Effusion")
-    assert label_report(denial)["Pneumothorax"] == LABEL_NEGATIVE
 
 
 def test_the_same_inputs_give_the_same_rewrite():
@@ -286,14 +269,3 @@ def test_a_replaced_statement_keeps_the_shape_the_style_gate_sees_where_the_targ
     shaped = rewrite(factual.split(". ")[1], "Atelectasis", "Pneumothorax",
                      np.random.default_rng(0))
     assert mask_concepts(shaped, seed_mask()) == "[mask] at the [mask]."
-
-
-def test_an_inserted_statement_is_drawn_as_the_reports_draw_theirs():
-    rng = np.random.default_rng(0)
-    drawn = [target_statement("Pneumonia", Placement(), rng) for _ in range(600)]
-
-    # One of Pneumonia's four phrasings says "findings are consistent with"; a sign at 25%.
-    framed = sum(text.startswith("Findings are consistent with") for text in drawn) / 600
-    signed = sum("air bronchograms" in text for text in drawn) / 600
-    assert 0.17 < framed < 0.33 and 0.17 < signed < 0.33
-    assert all(asserts(text, "Pneumonia") for text in drawn)

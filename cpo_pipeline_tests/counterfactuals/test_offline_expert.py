@@ -2,7 +2,6 @@ from cpo_pipeline.concepts.graph import build_concept_graph
 from cpo_pipeline.concepts.mentions import ConceptExtractor
 from cpo_pipeline.concepts.ontology import load_ontology
 from cpo_pipeline.concepts.queries import perturbation_plan
-from cpo_pipeline.counterfactuals.editing import split_sentences
 from cpo_pipeline.counterfactuals.generation import (
     CounterfactualTask,
     StudyInput,
@@ -10,6 +9,7 @@ from cpo_pipeline.counterfactuals.generation import (
     plan_context,
 )
 from cpo_pipeline.counterfactuals.offline_expert import apply_plan
+from cpo_pipeline.counterfactuals.sentences import split_sentences
 from cpo_pipeline.radiology.chexpert import CHEXPERT_LABELS, LABEL_POSITIVE
 from cpo_pipeline.radiology.labeller import label_report
 
