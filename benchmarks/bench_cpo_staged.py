@@ -29,14 +29,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
-import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_cpo_synthetic import _ENVIRONMENT, _materialize, build_cohort
+from bench_support import (
+    add_cohort_arguments,
+    build_cohort,
+    clean_environment,
+    experiment_root,
+    materialize_under,
+)
 
 # Full: 5,000 patients with drift 0.8, where the train studies' No Finding share falls from
 # about 0.4 in stage 0 to about 0.2 in stage 2 and Edema's rises from about 0.06 to 0.2 (flat
@@ -73,9 +75,9 @@ def run_config(plan: dict, reference: str, seed: int, resamples: int) -> dict:
 
 def staged(data_root: Path, plan: dict, reference: str, seed: int, resamples: int) -> dict:
     """Materialize the staged assets with `reference`; returns the evaluation's staged.json."""
-    result = _materialize(data_root, ["staged_training_sets", "staged_models",
-                                      "staged_evaluation"],
-                          run_config(plan, reference, seed, resamples))
+    result = materialize_under(data_root, ["staged_training_sets", "staged_models",
+                                           "staged_evaluation"],
+                               run_config(plan, reference, seed, resamples))
     materialization = result.asset_materializations_for_node("staged_evaluation")[0]
     folder = Path(materialization.metadata["report_path"].value).parent
     models = result.asset_materializations_for_node("staged_models")[0]
@@ -149,22 +151,15 @@ def main() -> None:
                         "quick 300)")
     parser.add_argument("--drift", type=float, help="DemoConfig.drift (default 0.8)")
     parser.add_argument("--sft-epochs", type=float, help="epochs of the stage-0 SFT")
-    parser.add_argument("--cohort-seed", type=int, default=0)
-    parser.add_argument("--resamples", type=int, default=1000)
-    parser.add_argument("--data-root", type=Path, help="keep everything here (default: a "
-                        "temporary folder)")
-    parser.add_argument("--json", type=Path, help="write the results here")
+    add_cohort_arguments(parser)
     args = parser.parse_args()
-    for name in _ENVIRONMENT:
-        os.environ.pop(name, None)
-    os.environ.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+    clean_environment()
     plan = dict(QUICK if args.quick else FULL)
     plan.update({key: value for key, value in (
         ("patients", args.patients), ("drift", args.drift), ("methods", args.methods),
         ("references", args.references), ("sft_epochs", args.sft_epochs)) if value is not None})
     results, timings = {}, {}
-    with tempfile.TemporaryDirectory() as scratch:
-        data_root = args.data_root or Path(scratch)
+    with experiment_root(args.data_root) as data_root:
         started = time.perf_counter()
         cohort = build_cohort(data_root, plan["patients"], args.cohort_seed, plan["drift"])
         timings["cohort_s"] = time.perf_counter() - started

@@ -27,20 +27,27 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import tempfile
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+# Also importable by path (cpo_pipeline_tests/training/test_bench_cpo_synthetic.py), not only
+# run as a script, which puts this folder on sys.path itself.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_support import (
+    add_cohort_arguments,
+    build_cohort,
+    clean_environment,
+    experiment_root,
+    materialize_under,
+    read_studies,
+)
+
 METHODS = ("sft_model", "cpo_model", "dpo_random_model", "cpo_no_cot_model")
-DATA_ASSETS = ("cxr_studies", "concept_graph", "counterfactual_trajectories", "sft_dataset",
-               "preference_pairs", "random_negative_pairs", "diagnosis_only_pairs")
-STAGED_ASSETS = ("staged_training_sets", "staged_models", "staged_evaluation")
-IMAGE_SIZE = (64, 64)
 # Full: 2,500 patients (about 3,800 SFT examples, 5,400 CPO pairs, 480 test studies). Without
 # its vision pretraining the tiny model answered every test study alike even at 4,000 patients;
 # with it, 4,000 patients' SFT told No Finding apart (0.84 against a 0.59 majority). 2,500 is
@@ -50,52 +57,6 @@ IMAGE_SIZE = (64, 64)
 # size the models learn little, so its numbers are not the experiment's.
 FULL = {"patients": 2500, "sft_epochs": 2.0, "max_pairs": 300}
 QUICK = {"patients": 300, "sft_epochs": 2.0, "max_pairs": 100}
-_ENVIRONMENT = ("CPO_DATA_ROOT", "MIMIC_CXR_ROOT", "MIMIC_CXR_JPG_ROOT", "CPO_LLM_BASE_URL",
-                "CPO_LLM_MODEL", "CPO_POLICY_MODEL")
-
-
-def _resources(data_root: Path) -> dict:
-    import dagster as dg
-
-    from cpo_pipeline.resources.rooted import rooted_resources
-
-    return {**rooted_resources(data_root), "pipes_subprocess_client": dg.PipesSubprocessClient()}
-
-
-def _materialize(data_root: Path, selection: list[str], run_config: dict):
-    import dagster as dg
-
-    from cpo_pipeline.definitions import defs
-
-    assets = [defs.get_assets_def(name)
-              for name in (*DATA_ASSETS, *METHODS, "model_evaluation", *STAGED_ASSETS)]
-    config = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}, **run_config}
-    result = dg.materialize(assets, resources=_resources(data_root), selection=selection,
-                            run_config=config, instance=dg.DagsterInstance.ephemeral())
-    if not result.success:
-        raise SystemExit(f"materializing {selection} failed")
-    return result
-
-
-def build_cohort(data_root: Path, patients: int, cohort_seed: int, drift: float = 0.0,
-                 run_config: dict | None = None) -> dict:
-    """The raw tree (`drift`: how far the label mix moves along each patient's course,
-    `DemoConfig.drift`) and every dataset asset from it (`run_config`: theirs); returns the
-    cohort's sizes."""
-    from cpo_pipeline.demo.generator import DemoConfig
-    from cpo_pipeline.demo.tree import ensure_demo_tree
-
-    ensure_demo_tree(data_root / "demo" / "mimic-cxr",
-                     DemoConfig(patients=patients, seed=cohort_seed, image_size=IMAGE_SIZE,
-                                drift=drift))
-    from cpo_pipeline.definitions import defs
-
-    # Every output of each data asset (ingestion is one multi-asset of five tables).
-    keys = {key.to_user_string() for name in DATA_ASSETS for key in defs.get_assets_def(name).keys}
-    _materialize(data_root, sorted(keys), run_config or {})
-    studies = pd.read_parquet(data_root / "tables" / "cxr_studies.parquet")
-    return {"patients": patients, "studies": len(studies),
-            "split": studies["split"].value_counts().to_dict()}
 
 
 def train_and_evaluate(data_root: Path, seed: int, sft_epochs: float, resamples: int,
@@ -109,12 +70,12 @@ def train_and_evaluate(data_root: Path, seed: int, sft_epochs: float, resamples:
     ops["model_evaluation"] = {"config": {"resamples": resamples, "seed": seed, "meteor": False,
                                           "max_new_tokens": 128, "batch_size": batch_size,
                                           "max_pairs": max_pairs}}
-    result = _materialize(data_root, [*METHODS, "model_evaluation"], {"ops": ops})
+    result = materialize_under(data_root, [*METHODS, "model_evaluation"], {"ops": ops})
     materialization = result.asset_materializations_for_node("model_evaluation")[0]
     return Path(materialization.metadata["report_path"].value).parent
 
 
-def _correct(folder: Path, studies: pd.DataFrame) -> dict[str, pd.DataFrame]:
+def correct_answers(folder: Path, studies: pd.DataFrame) -> dict[str, pd.DataFrame]:
     """Per method, a (test study x answer label) 0/1 table of correct answers, rows in study
     order, from the evaluation's generations."""
     from cpo_pipeline.evaluation.classification import (
@@ -189,7 +150,25 @@ def aggregate(per_seed: list[dict[str, pd.DataFrame]], figures: list[dict],
     return {"accuracy": accuracy, "cpo_minus": differences, "auc": auc, "probes": probes}
 
 
-def _print(summary: dict) -> None:
+def evaluate_seeds(data_root: Path, seeds: list[int], resamples: int, timings: dict[str, float],
+                   budget_s: int | None = None, **training) -> dict:
+    """Each seed's `train_and_evaluate` (`training`: its other arguments), timed into `timings`
+    and reported as it ends (beside `budget_s`, the GPU run's); returns `aggregate`'s summary
+    with each seed's figures."""
+    studies = read_studies(data_root)
+    per_seed, figures = [], []
+    for seed in seeds:
+        began = time.perf_counter()
+        folder = train_and_evaluate(data_root, seed, resamples=resamples, **training)
+        per_seed.append(correct_answers(folder, studies))
+        figures.append(json.loads((folder / "figures.json").read_text()))
+        seconds = timings[f"seed_{seed}_s"] = time.perf_counter() - began
+        print(f"seed {seed}: trained and evaluated in {seconds:.0f} s" if budget_s is None
+              else f"seed {seed}: {seconds:.0f} s (budget {budget_s} s)", flush=True)
+    return {**aggregate(per_seed, figures, resamples), "per_seed_figures": figures}
+
+
+def print_summary(summary: dict) -> None:
     from cpo_pipeline.evaluation.classification import AVERAGE_ALL, AVERAGE_FIVE, PAPER_FIVE
 
     labels = [*PAPER_FIVE, "No Finding", AVERAGE_FIVE, AVERAGE_ALL]
@@ -220,44 +199,27 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--patients", type=int, help="cohort size (default: full 2500, "
                         "quick 300)")
-    parser.add_argument("--cohort-seed", type=int, default=0)
-    parser.add_argument("--resamples", type=int, default=1000)
-    parser.add_argument("--data-root", type=Path, help="keep everything here (default: a "
-                        "temporary folder)")
-    parser.add_argument("--json", type=Path, help="write the results here")
+    add_cohort_arguments(parser)
     args = parser.parse_args()
-    for name in _ENVIRONMENT:
-        os.environ.pop(name, None)
-    os.environ.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1")
+    clean_environment()
     plan = dict(QUICK if args.quick else FULL)
     if args.patients:
         plan["patients"] = args.patients
-    with tempfile.TemporaryDirectory() as scratch:
-        data_root = args.data_root or Path(scratch)
+    with experiment_root(args.data_root) as data_root:
         started = time.perf_counter()
         cohort = build_cohort(data_root, plan["patients"], args.cohort_seed)
         timings = {"cohort_s": time.perf_counter() - started}
         print(f"cohort: {cohort} ({timings['cohort_s']:.0f} s)", flush=True)
-        studies = pd.read_parquet(data_root / "tables" / "cxr_studies.parquet")
-        per_seed, figures = [], []
-        for seed in args.seeds:
-            began = time.perf_counter()
-            folder = train_and_evaluate(data_root, seed, plan["sft_epochs"], args.resamples,
-                                        plan["max_pairs"])
-            per_seed.append(_correct(folder, studies))
-            figures.append(json.loads((folder / "figures.json").read_text()))
-            timings[f"seed_{seed}_s"] = time.perf_counter() - began
-            print(f"seed {seed}: trained and evaluated in {timings[f'seed_{seed}_s']:.0f} s",
-                  flush=True)
-        summary = aggregate(per_seed, figures, args.resamples)
+        summary = evaluate_seeds(data_root, args.seeds, args.resamples, timings,
+                                 sft_epochs=plan["sft_epochs"], max_pairs=plan["max_pairs"])
     timings["total_s"] = time.perf_counter() - started
-    _print(summary)
+    print_summary(summary)
     print(f"\nwall: {timings['total_s']:.0f} s ({'quick' if args.quick else 'full'}; "
           f"target {'< 600' if args.quick else '<= 3600'} s)")
     if args.json:
         args.json.write_text(json.dumps({
-            "plan": plan, "seeds": args.seeds, "cohort": cohort, "timings": timings,
-            **summary, "per_seed_figures": figures}, indent=1, default=float))
+            "plan": plan, "seeds": args.seeds, "cohort": cohort, "timings": timings, **summary},
+            indent=1, default=float))
 
 
 if __name__ == "__main__":

@@ -31,9 +31,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench_support import clean_environment
+
 TARGET_RATIO = 0.95
-_ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-        "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
 
 
 def _training_sets(data_root: Path) -> None:
@@ -88,8 +88,8 @@ def bare_trl(config_path: Path) -> dict:
 
 def _timed(command: list[str]) -> float:
     started = time.perf_counter()
-    subprocess.run(command, env=_ENV, check=True, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL)
+    subprocess.run(command, env={**os.environ, "TOKENIZERS_PARALLELISM": "false"}, check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return time.perf_counter() - started
 
 
@@ -128,6 +128,9 @@ def main() -> int:
     parser.add_argument("--dpo-steps", type=int, default=36)
     parser.add_argument("--bare", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    # Before anything is imported or run: the training runs are this process's children and
+    # inherit it, and the training sets are materialized here.
+    clean_environment()
     if args.bare:
         config = json.loads(args.bare.read_text())
         Path(config["result"]).write_text(json.dumps(bare_trl(args.bare)))

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+from bench_support import asset_definitions, clean_environment, materialize
 
 TARGET_SECONDS = 20.0
 
@@ -55,12 +56,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--studies", type=int, default=10_000)
     args = parser.parse_args()
-
-    import dagster as dg
+    clean_environment()
 
     from cpo_pipeline.concepts.graph import ConceptGraphFiles, build_concept_graph, write_graph
     from cpo_pipeline.concepts.ontology import load_ontology
-    from cpo_pipeline.definitions import defs
     from cpo_pipeline.resources.llm import LLMEndpointResource
     from cpo_pipeline.resources.rooted import rooted_resources
     from cpo_pipeline.schemas import conform
@@ -79,23 +78,18 @@ def main() -> None:
         print(f"wrote {args.studies:,} synthetic studies and the seed concept graph in "
               f"{time.perf_counter() - started:.1f} s")
         resources = rooted_resources(root, LLMEndpointResource(concurrency=64))
-        assets = [defs.get_assets_def(name) for name in
-                  ("cxr_studies", "concept_graph", "counterfactual_trajectories")]
+        assets = asset_definitions(("cxr_studies", "concept_graph",
+                                    "counterfactual_trajectories"))
 
         def run(label: str) -> None:
             before = len(server.chat_requests)
             started = time.perf_counter()
-            result = dg.materialize(assets, resources=resources,
-                                    selection=["counterfactual_trajectories"],
-                                    instance=dg.DagsterInstance.ephemeral(),
-                                    run_config={"loggers": {"console": {"config": {
-                                        "log_level": "WARNING"}}}})
+            result = materialize(assets, resources, ["counterfactual_trajectories"])
             seconds = time.perf_counter() - started
             sent = len(server.chat_requests) - before
             print(f"{label:<44}{sent:>10,}{seconds:>10.1f}   success={result.success}")
 
         print(f"{'run':<44}{'requests':>10}{'wall s':>10}")
-        os.environ.pop("CPO_LLM_BASE_URL", None)
         run("0 offline concept-graph expert (no endpoint)")
         os.environ.update({"CPO_LLM_BASE_URL": server.base_url, "CPO_LLM_MODEL": "cpo-test-model"})
         run("1 cold (fills the response cache)")

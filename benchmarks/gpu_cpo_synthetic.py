@@ -26,20 +26,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
-import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_cpo_synthetic import (
-    _ENVIRONMENT,
-    _correct,
-    _print,
-    aggregate,
-    build_cohort,
-    train_and_evaluate,
-)
+from bench_cpo_synthetic import evaluate_seeds, print_summary
+from bench_support import add_cohort_arguments, build_cohort, clean_environment, experiment_root
 
 PLAN = {"patients": 5000, "sft_epochs": 2.0, "max_pairs": 300}
 BUDGET_S = {"cohort": 120, "seed": 360}
@@ -57,19 +48,15 @@ def main() -> None:
                         "from instead of the offline model (CPO_POLICY_MODEL)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2,
                         help="processes decoding images and reading reports")
-    parser.add_argument("--resamples", type=int, default=1000)
-    parser.add_argument("--data-root", type=Path)
-    parser.add_argument("--json", type=Path)
+    add_cohort_arguments(parser)
     args = parser.parse_args()
+    clean_environment()
 
     import torch
 
     if not torch.cuda.is_available():
         raise SystemExit("no CUDA device: this is the GPU version of the experiment; on a CPU "
                          "run benchmarks/bench_cpo_synthetic.py")
-    for name in _ENVIRONMENT:
-        os.environ.pop(name, None)
-    os.environ.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", HF_DATASETS_OFFLINE="1")
     sft, dpo = dict(SFT), dict(DPO)
     if args.model:
         if not (args.model / "config.json").is_file():
@@ -83,34 +70,22 @@ def main() -> None:
             "sft": sft, "dpo": dpo, "gpu": torch.cuda.get_device_name(0)}
     data_config = {"ops": {"mimic_cxr_ingestion": {"config": {"workers": args.workers}},
                            "concept_graph": {"config": {"workers": args.workers}}}}
-    with tempfile.TemporaryDirectory() as scratch:
-        data_root = args.data_root or Path(scratch)
+    with experiment_root(args.data_root) as data_root:
         started = time.perf_counter()
-        cohort = build_cohort(data_root, args.patients, 0, run_config=data_config)
+        cohort = build_cohort(data_root, args.patients, args.cohort_seed, run_config=data_config)
         timings = {"cohort_s": time.perf_counter() - started}
         print(f"cohort: {cohort} ({timings['cohort_s']:.0f} s; budget {BUDGET_S['cohort']} s)",
               flush=True)
-        import pandas as pd
-
-        studies = pd.read_parquet(data_root / "tables" / "cxr_studies.parquet")
-        per_seed, figures = [], []
-        for seed in args.seeds:
-            began = time.perf_counter()
-            folder = train_and_evaluate(data_root, seed, plan["sft_epochs"], args.resamples,
-                                        plan["max_pairs"], sft=sft, dpo=dpo, batch_size=64)
-            per_seed.append(_correct(folder, studies))
-            figures.append(json.loads((folder / "figures.json").read_text()))
-            timings[f"seed_{seed}_s"] = time.perf_counter() - began
-            print(f"seed {seed}: {timings[f'seed_{seed}_s']:.0f} s (budget {BUDGET_S['seed']} "
-                  "s)", flush=True)
-        summary = aggregate(per_seed, figures, args.resamples)
+        summary = evaluate_seeds(data_root, args.seeds, args.resamples, timings,
+                                 budget_s=BUDGET_S["seed"], sft_epochs=plan["sft_epochs"],
+                                 max_pairs=plan["max_pairs"], sft=sft, dpo=dpo, batch_size=64)
     timings["total_s"] = time.perf_counter() - started
-    _print(summary)
+    print_summary(summary)
     print(f"\nwall: {timings['total_s']:.0f} s (target < 480 s for one seed)")
     if args.json:
         args.json.write_text(json.dumps({"plan": plan, "seeds": args.seeds, "cohort": cohort,
-                                         "timings": timings, **summary,
-                                         "per_seed_figures": figures}, indent=1, default=float))
+                                         "timings": timings, **summary},
+                                        indent=1, default=float))
 
 
 if __name__ == "__main__":

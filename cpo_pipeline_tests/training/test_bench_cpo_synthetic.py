@@ -29,7 +29,7 @@ def experiment(tmp_path_factory):
     studies = pd.read_parquet(data_root / "tables" / "cxr_studies.parquet")
     folders = [bench.train_and_evaluate(data_root, seed, sft_epochs=2.0, resamples=200)
                for seed in (0, 1)]
-    per_seed = [bench._correct(folder, studies) for folder in folders]
+    per_seed = [bench.correct_answers(folder, studies) for folder in folders]
     figures = [json.loads((folder / "figures.json").read_text()) for folder in folders]
     return bench, cohort, folders, per_seed, bench.aggregate(per_seed, figures, 200)
 
