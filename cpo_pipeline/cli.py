@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import threading
 import time
@@ -40,6 +41,10 @@ def _scripted_llm(args: argparse.Namespace) -> int:
 
     server = OpenAICompatibleServer(
         responder=answer_counterfactual_prompt, delay_s=args.delay, port=args.port)
+    # Ctrl-C is how this server stops, so it must not inherit an ignored SIGINT: a shell
+    # without job control starts background commands (`... &`, CI scripts) with SIGINT ignored,
+    # and Python then leaves it ignored; the server would outlive every interrupt.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     with server:
         # The interrupt may come as soon as the address is out, before print has returned.
         try:
