@@ -4,6 +4,7 @@ is the extras they claim, and the code location's command serves this project's 
 import fnmatch
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -109,6 +110,15 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
+def _default_signals() -> None:
+    """In the child before exec: SIGTERM and SIGINT at their defaults and unblocked. Under
+    `make test` the xdist worker can hand its children SIGTERM ignored or blocked (seen in full
+    parallel runs, never alone), and the code server then outlives `terminate()`."""
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, signal.SIG_DFL)
+
+
 def test_the_code_location_command_serves_the_projects_definitions_over_grpc(tmp_path):
     command = json.loads(_last(CODE_LOCATION, "CMD"))
     assert command[:3] == ["dagster", "code-server", "start"]
@@ -121,7 +131,8 @@ def test_the_code_location_command_serves_the_projects_definitions_over_grpc(tmp
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
            "DAGSTER_HOME": str(tmp_path), "CPO_DATA_ROOT": str(tmp_path / "data")}
     server = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.PIPE, text=True)
+                              stderr=subprocess.PIPE, text=True,
+                              preexec_fn=_default_signals)  # noqa: PLW1509 - signals only
     try:
         deadline, healthy = time.monotonic() + 120, None
         while time.monotonic() < deadline and server.poll() is None:
