@@ -122,9 +122,12 @@ class Objective:
         recipe = summary["recipe"]
         if summary["stage"] == SFT:  # no preference loss: rewards at the beta it would get
             return cls(recipe["beta"], ("sft",), (1.0,))
+        # Summaries written before `loss_type` was a field trained sigmoid DPO.
         trained = TrainingConfig(stage=DPO, beta=recipe["beta"],
+                                 loss_type=recipe.get("loss_type", "sigmoid"),
                                  sft_loss_weight=recipe["sft_loss_weight"])
-        return cls(trained.beta, tuple(trained.loss_type), tuple(trained.loss_weights))
+        loss_type, loss_weights = trained.trl_losses()
+        return cls(trained.beta, tuple(loss_type), tuple(loss_weights))
 
     def as_dict(self) -> dict:
         return {"beta": self.beta, "loss_type": list(self.loss_type),

@@ -36,7 +36,19 @@ class Recipe:
     num_train_epochs: float
     warmup_ratio: float
     lora_modules_to_save: str
+    sft_loss_weight: float = 0.0
 
+
+# The NLL weights with a name (`sft_loss_weight`): the authors' CPO runs (the recipes' default;
+# why, beside `_RECIPES`), plain sigmoid DPO (this project's default before), CPO++'s script
+# (`--rpo_alpha 0.1`).
+AUTHORS_SFT_LOSS_WEIGHT = 1.0
+PLAIN_DPO_SFT_LOSS_WEIGHT = 0.0
+CPO_PLUS_PLUS_SFT_LOSS_WEIGHT = 0.1
+# TRL 1.x DPOTrainer's `loss_type` values ('sft' is added by `sft_loss_weight`, not named here).
+PREFERENCE_LOSSES = ("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair",
+                     "sppo_hard", "aot", "aot_unpaired", "apo_zero", "apo_down", "discopop",
+                     "sigmoid_norm")
 
 # The paper: SFT lr 1e-4 with a short warm-up (its length is unstated: 10%, LLaMA-Factory's
 # example), CPO lr 2e-5 without warm-up; one epoch each.
@@ -45,11 +57,15 @@ class Recipe:
 # within the demo's budget. Its DPO rate was 2e-4 until the vision tower was pretrained; on the
 # better SFT model that rate collapsed one epoch's answers (the demo's CPO model broke its answer
 # line, a 500-patient cohort's three DPO models named Atelectasis for nearly every study).
+# The preference stage is the authors' loss: DPO plus an NLL term on the chosen answer at weight
+# 1 (`AUTHORS_SFT_LOSS_WEIGHT`). Their framework, ms-swift, defaulted DPO to `rpo_alpha=1.0`
+# ("The paper recommends rpo_alpha=1.0") from 2.5 (Oct 2024) through 3.7 (Aug 2025) and their
+# CPO script sets no `--rpo_alpha`, so the paper's runs (May 2025) most likely had it.
 _RECIPES = {
     (PAPER, SFT): Recipe(1e-4, 1.0, 0.1, ""),
-    (PAPER, DPO): Recipe(2e-5, 1.0, 0.0, ""),
+    (PAPER, DPO): Recipe(2e-5, 1.0, 0.0, "", AUTHORS_SFT_LOSS_WEIGHT),
     (TINY, SFT): Recipe(5e-3, 8.0, 0.1, "lm_head"),
-    (TINY, DPO): Recipe(5e-5, 1.0, 0.0, "lm_head"),
+    (TINY, DPO): Recipe(5e-5, 1.0, 0.0, "lm_head", AUTHORS_SFT_LOSS_WEIGHT),
 }
 
 
@@ -140,9 +156,17 @@ class TrainingConfig:
         "and spinning threads stall when the cores are shared), torch's default otherwise."))
     seed: int = field(default=0, metadata=_help("Seed of the adapter's init and the data order."))
     beta: float = field(default=0.1, metadata=_help("DPO beta (TRL's default; unstated)."))
-    sft_loss_weight: float = field(default=0.0, metadata=_help(
-        "Weight of an NLL term on the chosen answer beside the DPO loss (loss_type "
-        "['sigmoid', 'sft']); 0: sigmoid DPO alone (the default)."))
+    loss_type: str = field(default="sigmoid", metadata=_help(
+        "dpo: TRL's preference loss, or several comma-separated (weighted 1 each): sigmoid "
+        "(DPO, the paper), ipo, hinge, apo_zero, sigmoid_norm, ... (TRL DPOConfig.loss_type). "
+        "The NLL term is sft_loss_weight's, not named here."))
+    sft_loss_weight: float | None = field(default=None, metadata=_help(
+        "dpo: weight of an NLL term on the chosen answer beside the preference loss (TRL "
+        "loss_type [..., 'sft']; ms-swift's rpo_alpha). Default: the recipe's, "
+        f"{AUTHORS_SFT_LOSS_WEIGHT}: the authors' CPO runs (ms-swift 2.5-3.7 defaulted "
+        "rpo_alpha to 1.0 and their script sets none). "
+        f"{PLAIN_DPO_SFT_LOSS_WEIGHT}: plain DPO (this project's former default); "
+        f"{CPO_PLUS_PLUS_SFT_LOSS_WEIGHT}: CPO++'s script."))
     logging_steps: int = field(default=5, metadata=_help(
         "Log metrics (console, MLflow, the curves) every this many steps; TRL's examples use "
         "10, 5 still draws the demo's short runs."))
@@ -176,6 +200,8 @@ class TrainingConfig:
             else recipe.warmup_ratio,
             lora_modules_to_save=self.lora_modules_to_save if self.lora_modules_to_save
             is not None else recipe.lora_modules_to_save,
+            sft_loss_weight=self.sft_loss_weight if self.sft_loss_weight is not None
+            else recipe.sft_loss_weight,
         )
 
     def basic_errors(self) -> list[str]:
@@ -191,8 +217,14 @@ class TrainingConfig:
                           "model_name_or_path to its directory")
         if self.stage == SFT and self.ref_model_name_or_path is not None:
             errors.append("ref_model_name_or_path is for the dpo stage; sft has no reference")
-        if self.sft_loss_weight < 0:
+        if self.sft_loss_weight is not None and self.sft_loss_weight < 0:
             errors.append(f"sft_loss_weight must be >= 0, got {self.sft_loss_weight}")
+        unknown = [name for name in self.preference_losses if name not in PREFERENCE_LOSSES]
+        if "sft" in unknown:
+            errors.append("loss_type names 'sft': the NLL term on chosen is sft_loss_weight's")
+        elif unknown or not self.preference_losses:
+            errors.append(f"loss_type {self.loss_type!r}: expected one or more of "
+                          f"{', '.join(PREFERENCE_LOSSES)}, comma-separated")
         if self.tiny_model_size not in OFFLINE_SIZES:
             errors.append(f"tiny_model_size must be one of {OFFLINE_SIZES}, got "
                           f"{self.tiny_model_size!r}")
@@ -208,12 +240,17 @@ class TrainingConfig:
         return errors
 
     @property
-    def loss_type(self) -> list[str]:
-        return ["sigmoid", "sft"] if self.sft_loss_weight > 0 else ["sigmoid"]
+    def preference_losses(self) -> list[str]:
+        return [name.strip() for name in self.loss_type.split(",") if name.strip()]
 
-    @property
-    def loss_weights(self) -> list[float]:
-        return [1.0, self.sft_loss_weight] if self.sft_loss_weight > 0 else [1.0]
+    def trl_losses(self) -> tuple[list[str], list[float]]:
+        """DPOConfig's `loss_type` and `loss_weights` (on a resolved config): each preference
+        loss at weight 1, then 'sft' at `sft_loss_weight` when it is above 0."""
+        losses = self.preference_losses
+        weights = [1.0] * len(losses)
+        if self.sft_loss_weight:
+            losses, weights = [*losses, "sft"], [*weights, self.sft_loss_weight]
+        return losses, weights
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)

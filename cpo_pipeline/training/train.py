@@ -132,8 +132,8 @@ def _trainer_arguments(config: TrainingConfig, use_cpu: bool):
         return SFTConfig(**common, assistant_only_loss=True)
     from trl import DPOConfig
 
-    return DPOConfig(**common, beta=config.beta, loss_type=config.loss_type,
-                     loss_weights=config.loss_weights)
+    loss_type, loss_weights = config.trl_losses()
+    return DPOConfig(**common, beta=config.beta, loss_type=loss_type, loss_weights=loss_weights)
 
 
 def _build_trainer(config: TrainingConfig, model, processor, train, callbacks: list,

@@ -38,7 +38,7 @@ _DECIDED_BY_THE_ASSET = frozenset({
     "stage", "dataset_dir", "eval_dataset_dir", "output_dir", "dataset_name",
     "ref_model_name_or_path", "model_name_or_path", "mlflow_tracking_uri", "run_name", "recipe",
 })
-_DPO_ONLY = frozenset({"beta", "sft_loss_weight"})
+_DPO_ONLY = frozenset({"beta", "loss_type", "sft_loss_weight"})
 _SFT_ONLY = frozenset({"tiny_vision_pretraining_epochs", "tiny_model_size"})
 
 

@@ -38,14 +38,33 @@ def test_unset_fields_take_the_papers_recipe_per_stage():
         assert config.lr_scheduler_type == "cosine"
         assert config.lora_modules_to_save == ""
         assert config.freeze_vision_tower and not config.trust_remote_code
-    assert dpo.beta == 0.1 and dpo.loss_type == ["sigmoid"] and dpo.loss_weights == [1.0]
+    # The authors' preference loss: sigmoid DPO plus the NLL term on chosen at weight 1.
+    assert dpo.beta == 0.1 and dpo.trl_losses() == (["sigmoid", "sft"], [1.0, 1.0])
 
 
-def test_the_nll_term_on_chosen_is_an_opt_in_second_loss():
-    config = TrainingConfig(stage=DPO, sft_loss_weight=0.2)
+@pytest.mark.parametrize("recipe", ["paper", TINY])
+def test_plain_dpo_cpo_plus_plus_and_other_trl_losses_are_reachable(recipe):
+    def losses(**values):
+        return TrainingConfig(stage=DPO, recipe=recipe, **values).resolved().trl_losses()
 
-    assert config.loss_type == ["sigmoid", "sft"]
-    assert config.loss_weights == [1.0, 0.2]
+    assert losses() == (["sigmoid", "sft"], [1.0, 1.0])
+    assert losses(sft_loss_weight=0.0) == (["sigmoid"], [1.0])
+    assert losses(sft_loss_weight=0.1) == (["sigmoid", "sft"], [1.0, 0.1])
+    assert losses(loss_type="ipo", sft_loss_weight=0.0) == (["ipo"], [1.0])
+    assert losses(loss_type="sigmoid, apo_zero") == (["sigmoid", "apo_zero", "sft"],
+                                                     [1.0, 1.0, 1.0])
+
+
+@pytest.mark.parametrize(("loss_type", "message"), [
+    ("sft", "the NLL term on chosen is sft_loss_weight's"),
+    ("sigmoid,sft", "the NLL term on chosen is sft_loss_weight's"),
+    ("dpo", "loss_type 'dpo': expected one or more of sigmoid, hinge, ipo"),
+    (" , ", "expected one or more of"),
+])
+def test_a_loss_trl_does_not_know_is_refused_before_training(loss_type, message):
+    errors = TrainingConfig(stage=DPO, loss_type=loss_type).basic_errors()
+
+    assert any(message in error for error in errors), errors
 
 
 def test_the_tiny_recipe_trains_the_output_layer_and_explicit_values_win():

@@ -288,8 +288,8 @@ def test_the_evaluation_scales_each_models_rewards_by_the_beta_it_was_trained_wi
     figures = json.loads((folder / "figures.json").read_text())
     cpo, sft = pairs.loc["cpo_model"], pairs.loc["sft_model"]
 
-    assert figures["cpo_model"]["objective"] == {"beta": 0.3, "loss_type": ["sigmoid"],
-                                                 "loss_weights": [1.0]}
+    assert figures["cpo_model"]["objective"] == {"beta": 0.3, "loss_type": ["sigmoid", "sft"],
+                                                 "loss_weights": [1.0, 1.0]}
     assert _value(materialization, "cpo_model/reward_beta") == 0.3
     assert _value(materialization, "sft_model/reward_beta") == 0.1
     # The reference of cpo_model's rewards is sft_model: its log-probabilities are sft's own.
