@@ -101,7 +101,7 @@ def _answer_lines(folder: Path) -> dict[str, dict[str, int]]:
 
 
 def _print(reference: str, summary: dict) -> None:
-    from cpo_pipeline.evaluation.classification import AVERAGE_FIVE, EXACT
+    from cpo_pipeline.evaluation.classification import AVERAGE_FIVE, EXACT, MACRO_F1_FIVE
 
     stages = sorted(summary["test_studies"], key=int)
 
@@ -114,6 +114,8 @@ def _print(reference: str, summary: dict) -> None:
           f"{cells(summary['initial_exact'])})")
     print(f"  all 'No Finding'   {cells(summary['floor'][AVERAGE_FIVE])}   (exact answer "
           f"{cells(summary['floor'][EXACT])}: the floor)")
+    print(f"  macro-F1 (five): sft (stage 0) {cells(summary['initial_macro_f1_five'])}; "
+          f"floor {cells(summary['floor'][MACRO_F1_FIVE])}")
     constant = [version[:12] for version, counts in summary["answer_lines"].items()
                 if len(counts) == 1]
     print(f"  models answering every test study with one answer line: {len(constant)} of "
@@ -123,16 +125,19 @@ def _print(reference: str, summary: dict) -> None:
         for k, row in sorted(figures["matrix"].items(), key=lambda item: int(item[0])):
             print(f"    after {k}           {cells(row)}")
         last = max(figures["per_stage"], key=int)
-        final = [r for r in figures["per_stage"][last] if r["label"] == AVERAGE_FIVE]
-        print("    final, 95% CI     " + "  ".join(
-            f"{r['accuracy']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]" for r in final))
+        for label in (MACRO_F1_FIVE, AVERAGE_FIVE):
+            final = [r for r in figures["per_stage"][last] if r["label"] == label]
+            print(f"    final {label}, 95% CI  " + "  ".join(
+                f"{r['value']:.3f} [{r['ci_low']:.3f}, {r['ci_high']:.3f}]" for r in final))
         forgetting, transfer = (("n/a" if figures[name] is None else f"{figures[name]:+.3f}")
                                 for name in ("forgetting", "backward_transfer"))
         print(f"    final mean {figures['final_mean']:.3f}; forgetting {forgetting}; "
               f"backward transfer {transfer}")
-        print("    exact answer, rows after stage k")
-        for k, row in sorted(figures["exact_matrix"].items(), key=lambda item: int(item[0])):
-            print(f"    after {k}           {cells(row)}")
+        for name, key in (("macro-F1 (five)", "macro_f1_five_matrix"),
+                          ("exact answer", "exact_matrix"), ("parse rate", "parse_rate_matrix")):
+            print(f"    {name}, rows after stage k")
+            for k, row in sorted(figures[key].items(), key=lambda item: int(item[0])):
+                print(f"    after {k}           {cells(row)}")
         for k, probes in sorted(figures["probes"].items(), key=lambda item: int(item[0])):
             print(f"    probes after {k}: " + "; ".join(
                 f"{name} {'n/a' if value is None else f'{value:.3f}'}"

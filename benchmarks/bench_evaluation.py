@@ -158,7 +158,9 @@ def main() -> None:
     from cpo_pipeline.concepts.mentions import ConceptExtractor
     from cpo_pipeline.concepts.ontology import load_ontology
     from cpo_pipeline.evaluation.classification import (
+        ANSWER_METRICS,
         accuracy_table,
+        answer_metrics,
         parse_answers,
         reference_answers,
     )
@@ -182,6 +184,7 @@ def main() -> None:
     extractor = ConceptExtractor(ontology)
     answers = parse_answers(generated)
     accuracy = accuracy_table(answers, reference_answers(labels), subjects)
+    primary = answer_metrics(answers, reference_answers(labels), subjects)
     thinking = answers["findings"].fillna("").tolist()
     efficacy = efficacy_table(thinking, references, subjects)
     scores = nlg_scores(thinking, references, meteor=meteor)
@@ -199,6 +202,9 @@ def main() -> None:
     print(f"\naverage accuracy (five) {average['accuracy']:.3f} "
           f"[{average['ci_low']:.3f}, {average['ci_high']:.3f}], unparsed {average['unparsed']}; "
           f"micro F1 (14) {micro['f1']:.3f} [{micro['f1_ci_low']:.3f}, {micro['f1_ci_high']:.3f}]")
+    print("answer lines: " + ", ".join(
+        f"{row.label} {row.value:.3f} [{row.ci_low:.3f}, {row.ci_high:.3f}]"
+        for row in primary.head(len(ANSWER_METRICS)).itertuples()))
     print("NLG: " + ", ".join(f"{name} {value:.3f}" for name, value in scores.scores.items())
           + (f" ({'; '.join(scores.notes)})" if scores.notes else ""))
     print(f"attribute-mention JSD {divergence:.4f}; {swaps:,} synonym-swap variants; "

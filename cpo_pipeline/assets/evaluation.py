@@ -20,6 +20,14 @@ import dagster as dg
 import pandas as pd
 from pydantic import Field
 
+from cpo_pipeline.evaluation.classification import (
+    AVERAGE_FIVE,
+    BALANCED_FIVE,
+    EXACT,
+    MACRO_F1_ALL,
+    MACRO_F1_FIVE,
+    PARSE_RATE,
+)
 from cpo_pipeline.evaluation.runner import (
     GENERATIONS,
     REPORT,
@@ -37,7 +45,8 @@ from cpo_pipeline.training.config import TINY_MODEL
 from cpo_pipeline.wiring.evaluation import leakage_check, scoring_config, test_studies
 from cpo_pipeline.wiring.metadata import png_markdown
 
-EVALUATION_VERSION = "1"
+# "2": the answer-line figures (macro-F1, balanced accuracy, exact, parse rate) and the floor.
+EVALUATION_VERSION = "2"
 MODELS = ("sft_model", "cpo_model", "dpo_random_model", "cpo_no_cot_model")
 _REFERENCE = {"cpo_model": "sft_model", "dpo_random_model": "sft_model",
               "cpo_no_cot_model": "sft_model"}
@@ -70,8 +79,10 @@ EvaluationConfig = scoring_config(
     check_specs=[dg.AssetCheckSpec(
         "evaluation_sees_no_training_data", asset="model_evaluation", blocking=True,
         description="No test study, and no patient of one, is in any training split.")],
-    description="Every trained model on the test split, side by side: per-disease accuracy "
-    "with patient-bootstrap CIs (the paper's published numbers beside), likelihood AUCs, "
+    description="Every trained model on the test split, side by side: answer-line macro-F1 "
+    "and balanced accuracy (the five, all 13), exact answers and the parse rate beside the "
+    "all-'No Finding' floor; per-disease accuracy with patient-bootstrap CIs (the paper's "
+    "published numbers beside), likelihood AUCs, "
     "clinical efficacy, BLEU/ROUGE-L/METEOR/CIDEr, preference rewards and drift probes; "
     "a markdown report under <data_root>/evaluation/.",
 )
@@ -116,22 +127,33 @@ def model_evaluation(context: dg.AssetExecutionContext, config: EvaluationConfig
 def _evaluate(context, config: EvaluationConfig, data_root: Path, test: list[dict],
               models: dict, skipped: list[str], cxr_studies: pd.DataFrame, folder: Path) -> None:
     from cpo_pipeline.evaluation.plots import accuracy_png
-    from cpo_pipeline.evaluation.report import figures_summary, report_markdown
+    from cpo_pipeline.evaluation.report import FloorFigures, figures_summary, report_markdown
 
     under_test = [ModelUnderTest(name, model_dir,
                                  models.get(_REFERENCE.get(name, ""), (None, None))[0])
                   for name, (model_dir, _) in models.items()]
+    truth = TestTruth.of(test, cxr_studies)
     scored = score_models(under_test, test, held_out_pairs(data_root, config.max_pairs),
-                          TestTruth.of(test, cxr_studies), config.options(), context.log.info)
+                          truth, config.options(), context.log.info)
     figures = {s.model.name: s.figures for s in scored}
+    floor = FloorFigures.of(truth.labels, [row["subject_id"] for row in test],
+                            resamples=config.resamples, seed=config.seed)
     notes = [f"Not evaluated (not materialized): {', '.join(skipped)}."] if skipped else []
     patients = len({row["subject_id"] for row in test})
     write_tables(folder, scored, "model")
     write_file(folder / "figures.json", figures_summary(
         figures, {s.model.name: s.objective.as_dict() for s in scored}))
+    write_file(folder / FLOOR_FILE, json.dumps(floor.as_dict(), indent=1, default=float))
     write_file(folder / "accuracy.png", accuracy_png(figures))
     write_file(folder / REPORT, report_markdown(figures, studies=len(test), patients=patients,
-                                                notes=notes))
+                                                floor=floor, notes=notes))
+
+
+FLOOR_FILE = "floor.json"
+# The primary figures each model (and the floor) gets as metadata, by metadata key.
+_PRIMARY_KEYS = {MACRO_F1_FIVE: "macro_f1_five", MACRO_F1_ALL: "macro_f1_all",
+                 BALANCED_FIVE: "balanced_accuracy_five", EXACT: "exact_answer",
+                 PARSE_RATE: "parse_rate"}
 
 
 def _base_model(data_root: Path) -> tuple[Path | str, str] | None:
@@ -159,9 +181,15 @@ def _result(folder: Path, key: str, skipped: list[str], *, reused: bool,
         "accuracy_plot": png_markdown((folder / "accuracy.png").read_bytes(),
                                       "per-disease accuracy"),
     }
-    for name, figures in summary.items():
-        average = next(row for row in figures["accuracy"] if row["label"] == "average (five)")
+    floor = json.loads((folder / FLOOR_FILE).read_text())
+    for name, figures in [("floor", floor), *summary.items()]:
+        primary = {row["label"]: row["value"] for row in figures["answer_metrics"]}
+        for label, metadata_key in _PRIMARY_KEYS.items():
+            metadata[f"{name}/{metadata_key}"] = primary[label]
+        average = next(row for row in figures["accuracy"] if row["label"] == AVERAGE_FIVE)
         metadata[f"{name}/average_accuracy_five"] = average["accuracy"]
+        if name == "floor":
+            continue
         metadata[f"{name}/generation_tokens_per_s"] = figures["probes"].get("generation tokens/s")
         metadata[f"{name}/reward_beta"] = figures["objective"]["beta"]
     return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(key),

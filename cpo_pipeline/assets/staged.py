@@ -53,8 +53,9 @@ from cpo_pipeline.wiring.training_launch import (
 )
 
 STAGED_VERSION = "1"
-# The evaluation's own: "2" added the No Finding floor and the exact-answer matrices.
-STAGED_EVALUATION_VERSION = "2"
+# The evaluation's own: "2" added the No Finding floor and the exact-answer matrices, "3" the
+# macro-F1 (five) and parse-rate matrices and answer lines alone parsing as answers.
+STAGED_EVALUATION_VERSION = "3"
 _GROUP = "staged"
 _ASSET = "staged_models"
 # Each method and the training set its stages take their rows from.
@@ -259,8 +260,9 @@ StagedEvaluationConfig = scoring_config(
     check_specs=[dg.AssetCheckSpec(
         "staged_evaluation_sees_no_training_data", asset="staged_evaluation", blocking=True,
         description="No test study, and no patient of one, is in any training split.")],
-    description="Every staged model on every stage's test studies: the average-five and "
-    "exact-answer matrices (after stage k x test stage j) per method beside the all-'No "
+    description="Every staged model on every stage's test studies: the answer-line macro-F1 "
+    "(five), exact-answer, parse-rate and average-five matrices (after stage k x test stage j) "
+    "per method beside the all-'No "
     "Finding' floor, forgetting and backward transfer, and the drift probes after each stage; "
     "a markdown report under <data_root>/evaluation/staged/.",
 )
@@ -297,6 +299,7 @@ def staged_evaluation(context: dg.AssetExecutionContext, config: StagedEvaluatio
                                       "accuracy after each stage"),
     }
     for method, figures in summary["methods"].items():
+        metadata[f"{method}/final_mean_macro_f1_five"] = figures["final_mean_macro_f1_five"]
         metadata[f"{method}/final_mean_accuracy"] = figures["final_mean"]
         metadata[f"{method}/forgetting"] = figures["forgetting"]
     return dg.MaterializeResult(metadata=metadata, data_version=dg.DataVersion(key),

@@ -206,6 +206,10 @@ def _paint_pleural_other(
         film.opacity += severity.amplitude * rind
 
 
+# The rim of pleural air between chest wall and lung edge, in the lung's wall-gap units.
+PNEUMOTHORAX_GAP = (0.07, 0.14)
+
+
 def _paint_pneumothorax(
     anatomy: Anatomy,
     film: Film,
@@ -216,7 +220,7 @@ def _paint_pneumothorax(
     """Apical by nature: the report's zone changes nothing, its extent sets the rim's width."""
     grid = anatomy.grid
     for lung in lungs_to_paint(anatomy, rng, placement):
-        gap = sized(rng.uniform(0.07, 0.14), 0.14, placement) * severity.size
+        gap = sized(rng.uniform(*PNEUMOTHORAX_GAP), PNEUMOTHORAX_GAP[1], placement) * severity.size
         upper = np.clip((lung.hilum[1] + 0.1 - grid.y) / 0.3, 0.0, 1.0)
         pleural_air = inside(gap - lung.wall_gap, grid.edge) * upper * lung.mask
         np.maximum(film.lucency, severity.amplitude * pleural_air, out=film.lucency)

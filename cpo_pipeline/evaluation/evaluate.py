@@ -22,7 +22,9 @@ import pandas as pd
 from cpo_pipeline.evaluation.classification import ANSWER_LABELS, parse_answers
 from cpo_pipeline.evaluation.drift import swapped_variants
 from cpo_pipeline.radiology.answer_format import (
+    ANSWER_ONLY_PATTERN,
     TrajectoryFormatError,
+    own_thinking,
     parse_trajectory,
     positive_diseases,
 )
@@ -68,6 +70,15 @@ def _thinking(text: str) -> str | None:
         return None
 
 
+def _probe_thinking(text: str, answered: bool) -> str | None:
+    """What the answer-line scores are conditioned on: the model's own thinking, also when its
+    answer does not parse (`own_thinking`: the text up to where the answer broke); None, no
+    thinking block, for an answer line alone (the no-CoT format)."""
+    if answered and ANSWER_ONLY_PATTERN.match(text):
+        return None
+    return own_thinking(text)
+
+
 def _led_to(model, processor, example: dict, findings: str) -> str:
     from cpo_pipeline.evaluation.inference import answer_line_scores
 
@@ -102,12 +113,10 @@ def evaluate_model(model_dir: Path | str, test: Sequence[dict], *, pairs: Sequen
 
     score_rows, swap_rows = [], []
     probed = len(test) if options.probe_studies is None else min(options.probe_studies, len(test))
-    for row, findings in zip(list(test)[:probed], list(parsed["findings"])[:probed],
-                             strict=True):
-        # An unparsed answer is scored after an empty thinking: what the model says unprompted.
-        # (Its findings cell is None, or NaN once pandas has a float beside it.)
-        thinking = findings if isinstance(findings, str) else ""
-        scores = answer_line_scores(model, processor, row, thinking, ANSWER_LABELS)
+    for row, text, answered in zip(list(test)[:probed], texts[:probed],
+                                   list(parsed["parsed"])[:probed], strict=True):
+        scores = answer_line_scores(model, processor, row, _probe_thinking(text, answered),
+                                    ANSWER_LABELS)
         score_rows.append({"study_id": row["study_id"], **scores})
         radiologists = _thinking(row["messages"][-1]["content"]) or ""
         for term, synonym, swapped in swapped_variants(radiologists, synonym_pairs, limit=1):

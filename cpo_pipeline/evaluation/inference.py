@@ -112,18 +112,21 @@ def continuation_logprobs(model: Any, processor: Any, example: dict, prefix: str
     return [float(value) for value in (token_logprobs * tail_mask).sum(dim=1)]
 
 
-def answer_line_probe(findings: str, labels: Sequence[str]) -> tuple[str, list[str]]:
-    """The prefix (`findings` as the thinking) and, per label, the answer line naming it alone
-    that `answer_line_scores` scores after it."""
+def answer_line_probe(findings: str | None, labels: Sequence[str]) -> tuple[str, list[str]]:
+    """The prefix (`findings` as the thinking; None: no thinking block, the no-CoT format) and,
+    per label, the answer line naming it alone that `answer_line_scores` scores after it."""
+    if findings is None:
+        return "", [f"The disease of this patient is {label}." for label in labels]
     prefix = f"<think> {' '.join(findings.split())} </think>"
     return prefix, [f" The disease of this patient is {label}." for label in labels]
 
 
-def answer_line_scores(model: Any, processor: Any, example: dict, findings: str,
+def answer_line_scores(model: Any, processor: Any, example: dict, findings: str | None,
                        labels: Sequence[str]) -> dict[str, float]:
     """Per label, the model's log-likelihood of the answer line naming it alone ("The disease
-    of this patient is X."), teacher-forced after `findings` as its thinking: the score a
-    generative model gives each label, behind the per-label ROC AUCs."""
+    of this patient is X."), teacher-forced after `findings` as its thinking (None: right
+    after the prompt, as a model answering without thinking does): the score a generative
+    model gives each label, behind the per-label ROC AUCs."""
     prefix, lines = answer_line_probe(findings, labels)
     return dict(zip(labels, continuation_logprobs(model, processor, example, prefix, lines),
                     strict=True))

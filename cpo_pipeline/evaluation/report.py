@@ -19,9 +19,12 @@ from cpo_pipeline.concepts.ontology import Ontology
 from cpo_pipeline.evaluation.auc import auc_table
 from cpo_pipeline.evaluation.classification import (
     ANSWER_LABELS,
+    ANSWER_METRICS,
     AVERAGE_FIVE,
     PAPER_FIVE,
     accuracy_table,
+    answer_metrics,
+    no_finding_answers,
     reference_answers,
 )
 from cpo_pipeline.evaluation.clinical import UNCERTAIN_POLICY, efficacy_table
@@ -43,6 +46,7 @@ PAPER_NLG = {"BLEU-1": 0.426, "BLEU-2": 0.288, "BLEU-3": 0.186, "BLEU-4": 0.155,
 
 @dataclass(frozen=True)
 class ModelFigures:
+    answers: pd.DataFrame  # `answer_metrics`: the primary figures
     accuracy: pd.DataFrame
     auc: pd.DataFrame
     efficacy: pd.DataFrame
@@ -68,6 +72,7 @@ def model_figures(evaluation: ModelEvaluation, reference_labels: pd.DataFrame,
     answers = evaluation.answers
     subjects = answers["subject_id"].to_numpy()
     reference = reference_answers(reference_labels)
+    primary = answer_metrics(answers, reference, subjects, resamples=resamples, seed=seed)
     accuracy = accuracy_table(answers, reference, subjects, resamples=resamples, seed=seed)
     # The likelihood probes may cover only some studies (`EvaluationOptions.probe_studies`).
     probed = answers["study_id"].isin(evaluation.scores["study_id"]).to_numpy()
@@ -101,7 +106,30 @@ def model_figures(evaluation: ModelEvaluation, reference_labels: pd.DataFrame,
                        zip(pairs[f"{side}_led_to"], pairs[f"{side}_states"], strict=True)]
             probes[f"answer follows the {'factual' if side == 'chosen' else 'counterfactual'} "
                    "thinking"] = float(np.mean(follows))
-    return ModelFigures(accuracy, auc, efficacy, nlg.scores, nlg.notes, probes)
+    return ModelFigures(primary, accuracy, auc, efficacy, nlg.scores, nlg.notes, probes)
+
+
+@dataclass(frozen=True)
+class FloorFigures:
+    """What answering "No Finding" to every test study scores: the floor every model's row is
+    read against."""
+
+    answers: pd.DataFrame
+    accuracy: pd.DataFrame
+
+    @classmethod
+    def of(cls, reference_labels: pd.DataFrame, subject_ids: Sequence, *,
+           resamples: int = RESAMPLES, seed: int = 0) -> FloorFigures:
+        reference = reference_answers(reference_labels)
+        constant = no_finding_answers(len(reference))
+        return cls(answer_metrics(constant, reference, subject_ids, resamples=resamples,
+                                  seed=seed),
+                   accuracy_table(constant, reference, subject_ids, resamples=resamples,
+                                  seed=seed))
+
+    def as_dict(self) -> dict:
+        return {"answer_metrics": self.answers.to_dict(orient="records"),
+                "accuracy": self.accuracy.to_dict(orient="records")}
 
 
 def _cell(value, low=None, high=None, scale: float = 100.0, digits: int = 1) -> str:
@@ -120,6 +148,7 @@ def figures_summary(figures: Mapping[str, ModelFigures],
     import json
 
     return json.dumps({name: {
+        "answer_metrics": figure.answers.to_dict(orient="records"),
         "accuracy": figure.accuracy.to_dict(orient="records"),
         "auc": figure.auc.to_dict(orient="records"),
         "efficacy": figure.efficacy.to_dict(orient="records"),
@@ -127,16 +156,39 @@ def figures_summary(figures: Mapping[str, ModelFigures],
         for name, figure in figures.items()}, indent=1, default=float)
 
 
+FLOOR = "every answer 'No Finding' (the floor)"
+
+
+def _answer_row(name: str, table: pd.DataFrame) -> str:
+    table = table.set_index("label")
+    return f"| {name} | " + " | ".join(
+        _cell(table.loc[m, "value"], table.loc[m, "ci_low"], table.loc[m, "ci_high"])
+        for m in ANSWER_METRICS) + " |"
+
+
 def report_markdown(figures: Mapping[str, ModelFigures], *, studies: int, patients: int,
-                    notes: Sequence[str] = ()) -> str:
-    """The comparison report: paper's layout first, then AUCs, clinical efficacy, NLG, probes."""
+                    floor: FloorFigures, notes: Sequence[str] = ()) -> str:
+    """The comparison report: the primary figures beside the floor, the paper's layout, then
+    AUCs, clinical efficacy, NLG, probes."""
     lines = [f"# Model evaluation: {studies} test studies of {patients} patients", ""]
     lines += [*notes, ""] if notes else []
-    lines += ["## Disease classification (accuracy %, 95% CI resampling patients)", "",
+    lines += ["## Answer lines (%, 95% CI resampling patients): the figures that rank models", "",
+              ("Per answer label, \"the answer names it\" against \"the reference has it "
+               "positive\"; macro averages over the paper's five findings and over all 13 answer "
+               "labels where defined; an unparsed answer names nothing. Answering \"No Finding\" "
+               "to every study is the floor: a model that does not read the image scores it."),
+              "", "| model | " + " | ".join(ANSWER_METRICS) + " |",
+              "|---|" + "---|" * len(ANSWER_METRICS), _answer_row(FLOOR, floor.answers)]
+    lines += [_answer_row(name, figure.answers) for name, figure in figures.items()]
+    floor_accuracy = floor.accuracy.set_index("label")
+    lines += ["", "## Disease classification in the paper's layout (accuracy %, 95% CI)", "",
               ("Per finding: the share of test studies where \"the answer names it\" agrees with "
-              "\"the reference has it positive\"; unparsed answers count as wrong."), "",
+              "\"the reference has it positive\"; unparsed answers count as wrong. A constant "
+              "\"No Finding\" scores one minus each finding's prevalence (the floor row)."), "",
               "| model | " + " | ".join(PAPER_FIVE) + " | avg | unparsed |",
-              "|---|" + "---|" * (len(PAPER_FIVE) + 2)]
+              "|---|" + "---|" * (len(PAPER_FIVE) + 2),
+              f"| {FLOOR} | " + " | ".join(_cell(floor_accuracy.loc[d, "accuracy"])
+                                          for d in (*PAPER_FIVE, AVERAGE_FIVE)) + " | 0 |"]
     for name, figure in figures.items():
         table = figure.accuracy.set_index("label")
         cells = [_cell(table.loc[d, "accuracy"], table.loc[d, "ci_low"], table.loc[d, "ci_high"])
@@ -148,7 +200,9 @@ def report_markdown(figures: Mapping[str, ModelFigures], *, studies: int, patien
                          + " | ".join(f"{v:.1f}" for v in PAPER_ACCURACY[name]) + " | - |")
     lines += ["", "## Per-label ROC AUC of the answer-line likelihood", "",
               ("Score: the model's log-likelihood of \"The disease of this patient is X.\" "
-              "teacher-forced after its own thinking (the paper does not say how it gets AUCs)."),
+              "teacher-forced after its own thinking, also when its answer did not parse (the "
+              "text up to where it broke), right after the prompt for an answer line alone "
+              "(the paper does not say how it gets AUCs)."),
               "", "| model | " + " | ".join(ANSWER_LABELS) + " |",
               "|---|" + "---|" * len(ANSWER_LABELS)]
     for name, figure in figures.items():

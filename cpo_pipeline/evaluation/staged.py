@@ -3,7 +3,8 @@ scored on every stage's test studies.
 
 `accuracy[method][k][j]` is the average-five top-1 accuracy after training stage k on the test
 studies of stage j (diagonal: the stage just learned; below it: earlier stages; above it: stages
-not seen yet). From it, per method:
+not seen yet); the same matrices hold the primary figures (answer-line macro-F1 over the five,
+exact answers, the parse rate), which a constant answer cannot pass. From each, per method:
 - forgetting (Chaudhry et al. 2018): for each earlier stage j, the best accuracy on j at any
   stage before the last minus the accuracy on j after the last, averaged over j < K-1;
 - backward transfer (Lopez-Paz & Ranzato 2017): accuracy on j after the last stage minus right
@@ -21,14 +22,16 @@ import numpy as np
 import pandas as pd
 
 from cpo_pipeline.evaluation.classification import (
-    ANSWER_LABELS,
     AVERAGE_FIVE,
     EXACT,
+    MACRO_F1_FIVE,
     PAPER_FIVE,
+    PARSE_RATE,
     accuracy_table,
+    answer_metrics,
+    no_finding_answers,
     reference_answers,
 )
-from cpo_pipeline.radiology.chexpert import NO_FINDING
 
 # The stage-0 SFT model every method starts from, as the staged manifests name it.
 INITIAL = "sft (stage 0)"
@@ -40,43 +43,55 @@ TRAJECTORY_PROBES = (
     "answer follows the factual thinking",
     "answer follows the counterfactual thinking",
 )
+# The figures besides the average five that get a matrix per method, and their report titles.
+MATRIX_FIGURES = {
+    MACRO_F1_FIVE: ("Answer-line macro-F1 over the five % (the primary figure: a constant "
+                    "answer scores 0)"),
+    EXACT: ("Exact-answer accuracy %: the answer line names exactly the reference's labels. "
+            "It separates a model that reads the image from one that answers the label mix "
+            "better than the average five does."),
+    PARSE_RATE: "Parse rate %: answers whose answer line parses.",
+}
 
 
-def accuracy_by_stage(answers: pd.DataFrame, reference: pd.DataFrame, stages: Sequence[int],
-                      *, resamples: int, seed: int) -> pd.DataFrame:
-    """One model's accuracy on each test stage's studies: rows (test stage, label) with the
-    patient-bootstrap interval; `answers`, `reference` and `stages` have one row per study."""
+def figures_by_stage(answers: pd.DataFrame, reference: pd.DataFrame, stages: Sequence[int],
+                     *, resamples: int, seed: int) -> pd.DataFrame:
+    """One model's figures on each test stage's studies: rows (test stage, label) with `value`
+    and its patient-bootstrap interval, label one of `answer_metrics`' figures or of
+    `accuracy_table`'s (the accuracies); `answers`, `reference` and `stages` have one row per
+    study."""
     stages = np.asarray(stages)
     rows = []
     for stage in sorted(set(stages.tolist())):
         mask = stages == stage
-        table = accuracy_table(answers[mask].reset_index(drop=True),
-                               reference[mask].reset_index(drop=True),
-                               answers.loc[mask, "subject_id"].to_numpy(),
-                               resamples=resamples, seed=seed)
-        rows.append(table.assign(test_stage=stage))
+        picked = answers[mask].reset_index(drop=True)
+        truth = reference[mask].reset_index(drop=True)
+        subjects = answers.loc[mask, "subject_id"].to_numpy()
+        primary = answer_metrics(picked, truth, subjects, resamples=resamples, seed=seed)
+        accuracy = accuracy_table(picked, truth, subjects, resamples=resamples, seed=seed)
+        # Both tables have the exact-answer share (the same figure): kept once.
+        accuracy = accuracy[~accuracy["label"].isin(primary["label"])]
+        rows.append(pd.concat([primary, accuracy.rename(columns={"accuracy": "value"})
+                               .drop(columns="unparsed")]).assign(test_stage=stage))
     return pd.concat(rows, ignore_index=True)
 
 
 def no_finding_floor(reference: pd.DataFrame, stages: Sequence[int], subject_ids: Sequence,
                      *, resamples: int, seed: int) -> pd.DataFrame:
     """What answering "No Finding" for every study scores on each test stage, as
-    `accuracy_by_stage` rows: the floor a model must clear to show it reads the image. A
+    `figures_by_stage` rows: the floor a model must clear to show it reads the image. A
     constant negative answer's average-five accuracy is one minus the diseases' prevalence,
     so it moves with each stage's label mix, and a model stuck on it looks strong there."""
-    answers = pd.DataFrame({label: label == NO_FINDING for label in ANSWER_LABELS},
-                           index=range(len(reference)))
-    answers["parsed"] = True
-    answers["subject_id"] = np.asarray(subject_ids)
-    return accuracy_by_stage(answers, reference, stages, resamples=resamples, seed=seed)
+    answers = no_finding_answers(len(reference)).assign(subject_id=np.asarray(subject_ids))
+    return figures_by_stage(answers, reference, stages, resamples=resamples, seed=seed)
 
 
 def stage_matrix(per_stage: Mapping[int, pd.DataFrame], label: str = AVERAGE_FIVE
                  ) -> pd.DataFrame:
     """Rows: the training stage after which the model was scored; columns: the test stage;
-    values: `label`'s accuracy. `per_stage` maps a training stage to `accuracy_by_stage`."""
+    values: `label`'s figure. `per_stage` maps a training stage to `figures_by_stage`."""
     return pd.DataFrame({
-        trained: table[table["label"] == label].set_index("test_stage")["accuracy"]
+        trained: table[table["label"] == label].set_index("test_stage")["value"]
         for trained, table in sorted(per_stage.items())}).T.rename_axis(
             index="after stage", columns="test stage")
 
@@ -122,11 +137,13 @@ def _row(name: object, values: pd.Series, stages: Sequence[int]) -> str:
 def staged_markdown(matrices: Mapping[str, pd.DataFrame], initial: pd.Series,
                     probes: Mapping[str, Mapping[int, Mapping[str, float | None]]],
                     *, reference: str, test_studies: Mapping[int, int],
-                    floor: pd.DataFrame, exact: Mapping[str, pd.DataFrame]) -> str:
+                    floor: pd.DataFrame, other: Mapping[str, Mapping[str, pd.DataFrame]]
+                    ) -> str:
     """The staged report: per method the accuracy matrix, forgetting and backward transfer,
-    the exact-answer matrices, then the probes' trajectory. `initial`: the stage-0 SFT model's
-    accuracy per test stage; `floor`: `no_finding_floor`'s accuracy (rows: label, columns:
-    test stage); `exact`: per method (and 'sft (stage 0)') the exact-answer `stage_matrix`."""
+    the `MATRIX_FIGURES` matrices, then the probes' trajectory. `initial`: the stage-0 SFT
+    model's accuracy per test stage; `floor`: `no_finding_floor`'s figures (rows: label,
+    columns: test stage); `other`: per `MATRIX_FIGURES` figure, per method (and 'sft (stage
+    0)') its `stage_matrix`."""
     stages = sorted(test_studies)
     header = "| after stage | " + " | ".join(
         f"test stage {j} (n={test_studies[j]})" for j in stages) + " | mean |"
@@ -141,24 +158,29 @@ def staged_markdown(matrices: Mapping[str, pd.DataFrame], initial: pd.Series,
              _row("sft (stage 0)", initial, stages),
              _row(_FLOOR, floor.loc[AVERAGE_FIVE], stages),
              ""]
-    summary = ["## Summary", "", "| method | final mean | forgetting | backward transfer |",
-               "|---|---|---|---|"]
+    summary = ["## Summary", "", ("Final: the last stage's model, mean over test stages; the "
+               "floor's macro-F1 (five) is 0."), "",
+               (f"| method | final {MACRO_F1_FIVE} | its forgetting | final {PARSE_RATE} | "
+               "final average five | forgetting | backward transfer |"),
+               "|---|---|---|---|---|---|---|"]
     for method, matrix in matrices.items():
         lines += [f"## {method}", "", header, rule]
         lines += [_row(trained, row, stages) for trained, row in matrix.iterrows()]
         lines.append("")
-        final = float(matrix.iloc[-1].mean())
-        summary.append(f"| {method} | {_percent(final)} | {_signed(forgetting(matrix))} | "
-                       f"{_signed(backward_transfer(matrix))} |")
-    lines += [*summary, "", "## Exact answer after each stage", "",
-              ("Exact-answer accuracy %: the answer line names exactly the reference's labels. "
-               "It separates a model that reads the image from one that answers the label mix "
-               "better than the average five does."), "",
-              "| model | " + header[len("| after stage | "):], rule,
-              _row(_FLOOR, floor.loc[EXACT], stages)]
-    for name, matrix in exact.items():
-        lines += [_row(f"{name}, after {trained}" if name in matrices else name, row, stages)
-                  for trained, row in matrix.iterrows()]
+        primary, parsed = other[MACRO_F1_FIVE][method], other[PARSE_RATE][method]
+        summary.append(
+            f"| {method} | {_percent(float(primary.iloc[-1].mean()))} | "
+            f"{_signed(forgetting(primary))} | {_percent(float(parsed.iloc[-1].mean()))} | "
+            f"{_percent(float(matrix.iloc[-1].mean()))} | {_signed(forgetting(matrix))} | "
+            f"{_signed(backward_transfer(matrix))} |")
+    lines += summary
+    for figure, title in MATRIX_FIGURES.items():
+        lines += ["", f"## {figure} after each stage", "", title, "",
+                  "| model | " + header[len("| after stage | "):], rule,
+                  _row(_FLOOR, floor.loc[figure], stages)]
+        for name, matrix in other[figure].items():
+            lines += [_row(f"{name}, after {trained}" if name in matrices else name, row,
+                           stages) for trained, row in matrix.iterrows()]
     lines += ["", "## Drift probes after each stage", "",
               "| method | after stage | " + " | ".join(TRAJECTORY_PROBES) + " |",
               "|---|---|" + "---|" * len(TRAJECTORY_PROBES)]
@@ -181,7 +203,7 @@ class StagedFigures:
     the all-'No Finding' floor: what `staged.json`, the plot and the report are made of."""
 
     matrices: dict[str, pd.DataFrame]
-    exact: dict[str, pd.DataFrame]
+    other: dict[str, dict[str, pd.DataFrame]]  # per MATRIX_FIGURES figure, per method
     probes: dict[str, dict[int, dict[str, float | None]]]
     methods: dict[str, dict]
     initial: pd.Series
@@ -195,7 +217,9 @@ class StagedFigures:
             "reference": reference, "stages": stages, "test_studies": self.test_studies,
             "initial": {int(j): float(v) for j, v in self.initial.items()},
             "initial_probes": self.initial_probes, "methods": self.methods,
-            "initial_exact": _nested(self.exact[INITIAL])[0],
+            "initial_exact": _nested(self.other[EXACT][INITIAL])[0],
+            "initial_macro_f1_five": _nested(self.other[MACRO_F1_FIVE][INITIAL])[0],
+            "initial_parse_rate": _nested(self.other[PARSE_RATE][INITIAL])[0],
             "floor": {label: {int(j): float(v) for j, v in row.items()}
                       for label, row in self.floor.iterrows()},
             "floor_per_stage": self.floor_rows.to_dict("records"),
@@ -204,8 +228,7 @@ class StagedFigures:
     def markdown(self, reference: str) -> str:
         return staged_markdown(self.matrices, self.initial, self.probes, reference=reference,
                                test_studies=self.test_studies, floor=self.floor,
-                               exact=self.exact)
-
+                               other=self.other)
 
 
 def staged_figures(runs: Mapping[str, Sequence[Mapping]], answers: Mapping[str, pd.DataFrame],
@@ -218,36 +241,43 @@ def staged_figures(runs: Mapping[str, Sequence[Mapping]], answers: Mapping[str, 
     study, in the answers' order."""
     reference = reference_answers(labels)
     test_stages = np.asarray(test_stages)
-    by_stage = {version: accuracy_by_stage(frame, reference, test_stages,
-                                           resamples=resamples, seed=seed)
+    by_stage = {version: figures_by_stage(frame, reference, test_stages,
+                                          resamples=resamples, seed=seed)
                 for version, frame in answers.items()}
     picked = {version: {name: values.get(name) for name in TRAJECTORY_PROBES}
               for version, values in probes.items()}
     initial_version = runs[INITIAL][0]["data_version"]
     matrices, trajectories, methods = {}, {}, {}
-    exact = {INITIAL: stage_matrix({0: by_stage[initial_version]}, EXACT)}
+    other = {figure: {INITIAL: stage_matrix({0: by_stage[initial_version]}, figure)}
+             for figure in MATRIX_FIGURES}
     for method, entries in runs.items():
         if method == INITIAL:
             continue
         per_stage = {e["stage"]: by_stage[e["data_version"]] for e in entries}
         matrix = matrices[method] = stage_matrix(per_stage)
-        exact[method] = stage_matrix(per_stage, EXACT)
+        for figure in MATRIX_FIGURES:
+            other[figure][method] = stage_matrix(per_stage, figure)
         trajectories[method] = {e["stage"]: picked[e["data_version"]] for e in entries}
+        primary = other[MACRO_F1_FIVE][method]
         methods[method] = {"matrix": _nested(matrix),
                            "final_mean": float(matrix.iloc[-1].mean()),
                            "forgetting": forgetting(matrix),
                            "backward_transfer": backward_transfer(matrix),
-                           "exact_matrix": _nested(exact[method]),
+                           "exact_matrix": _nested(other[EXACT][method]),
+                           "macro_f1_five_matrix": _nested(primary),
+                           "final_mean_macro_f1_five": float(primary.iloc[-1].mean()),
+                           "forgetting_macro_f1_five": forgetting(primary),
+                           "parse_rate_matrix": _nested(other[PARSE_RATE][method]),
                            "probes": trajectories[method],
                            "per_stage": {e["stage"]: per_stage[e["stage"]].to_dict("records")
                                          for e in entries}}
     floor_rows = no_finding_floor(reference, test_stages, subject_ids, resamples=resamples,
                                   seed=seed)
-    floor = floor_rows[floor_rows["label"].isin([AVERAGE_FIVE, EXACT])].pivot(
-        index="label", columns="test_stage", values="accuracy")
+    floor = floor_rows[floor_rows["label"].isin([AVERAGE_FIVE, *MATRIX_FIGURES])].pivot(
+        index="label", columns="test_stage", values="value")
     counts = pd.Series(test_stages).value_counts().sort_index()
     return StagedFigures(
-        matrices, exact, trajectories, methods,
+        matrices, other, trajectories, methods,
         initial=stage_matrix({0: by_stage[initial_version]}).iloc[0],
         initial_probes=picked[initial_version], floor=floor, floor_rows=floor_rows,
         test_studies={int(k): int(v) for k, v in counts.items()})

@@ -21,6 +21,8 @@ ANSWER_PATTERN = re.compile(
     r"The disease of this patient is (?P<diagnosis>[^.]+)\.\s*$",
     re.DOTALL,
 )
+# The answer line alone: the "CPO without CoT" ablation's format (`diagnosis_only_pairs`).
+ANSWER_ONLY_PATTERN = re.compile(r"^\s*The disease of this patient is (?P<diagnosis>[^.]+)\.\s*$")
 
 
 @dataclass(frozen=True)
@@ -67,9 +69,35 @@ def parse_trajectory(text: str) -> Trajectory:
     findings = match.group("findings").strip()
     if not findings:
         raise TrajectoryFormatError("the <think> block is empty")
-    names = re.split(r",\s*|\s+and\s+", match.group("diagnosis").strip())
+    return Trajectory(findings, _diagnoses(match.group("diagnosis")))
+
+
+def parse_answer(text: str) -> Trajectory:
+    """What a model answered: a whole trajectory, or the answer line alone (the no-CoT
+    format), whose findings are then empty. Raises naming what is wrong."""
+    match = ANSWER_ONLY_PATTERN.match(text)
+    if match is None:
+        return parse_trajectory(text)
+    return Trajectory("", _diagnoses(match.group("diagnosis")))
+
+
+def own_thinking(text: str) -> str:
+    """The thinking a generated text holds, however broken its answer: the inside of its
+    `<think>` block (to the end when it never closes), else whatever precedes an answer line
+    ("" for an answer line alone)."""
+    opened = text.find("<think>")
+    if opened >= 0:
+        body = text[opened + len("<think>"):]
+        closed = body.find("</think>")
+        return " ".join((body if closed < 0 else body[:closed]).split())
+    cut = text.find("The disease of this patient is")
+    return " ".join((text if cut < 0 else text[:cut]).split())
+
+
+def _diagnoses(line: str) -> tuple[str, ...]:
+    names = re.split(r",\s*|\s+and\s+", line.strip())
     known = {name.lower(): name for name in (*DISEASES, NO_FINDING)}
     unknown = [name for name in names if name.lower() not in known]
     if unknown:
         raise TrajectoryFormatError(f"unknown diagnosis name(s) {unknown} in the answer line")
-    return Trajectory(findings, tuple(known[name.lower()] for name in names))
+    return tuple(known[name.lower()] for name in names)

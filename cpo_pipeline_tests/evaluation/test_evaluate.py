@@ -39,7 +39,7 @@ def test_the_report_puts_ours_beside_the_paper_s_in_every_section(tiny_dir, tmp_
     import pandas as pd
 
     from cpo_pipeline.concepts.mentions import ConceptExtractor
-    from cpo_pipeline.evaluation.report import model_figures, report_markdown
+    from cpo_pipeline.evaluation.report import FloorFigures, model_figures, report_markdown
     from cpo_pipeline.radiology.chexpert import CHEXPERT_LABELS
 
     ontology = load_ontology()
@@ -54,14 +54,21 @@ def test_the_report_puts_ours_beside_the_paper_s_in_every_section(tiny_dir, tmp_
 
     figures = model_figures(evaluation, labels, findings, ontology, ConceptExtractor(ontology),
                             resamples=50, meteor=False)
-    report = report_markdown({"cpo_model": figures}, studies=4, patients=2)
+    floor = FloorFigures.of(labels, ["a", "a", "b", "b"], resamples=50)
+    report = report_markdown({"cpo_model": figures}, studies=4, patients=2, floor=floor)
 
     accuracy = figures.accuracy.set_index("label")
     # An untrained tiny model's answers rarely parse; unparsed answers count as wrong.
     unparsed = int(accuracy["unparsed"].iloc[0])
     assert accuracy.loc["Pneumothorax", "accuracy"] == (4 - unparsed) / 4
     assert figures.probes["reward accuracy"] == 0.0  # a margin of exactly 0 is not a win
-    for section in ("## Disease classification", "## Per-label ROC AUC",
+    # The floor: "No Finding" everywhere is right on the two normal studies and names no
+    # effusion (F1 0 for it, 2/3 for No Finding; the other labels are absent, so undefined);
+    # each patient has one study of each kind, so every resample gives the same figures.
+    assert ("| every answer 'No Finding' (the floor) | 0.0 [0.0, 0.0] | 33.3 [33.3, 33.3] | "
+            "50.0 [50.0, 50.0] | 50.0 [50.0, 50.0] | 50.0 [50.0, 50.0] | 100.0 [100.0, 100.0] |"
+            in report), report
+    for section in ("## Answer lines", "## Disease classification", "## Per-label ROC AUC",
                     "## Clinical efficacy", "## Findings text", "## Preference and drift"):
         assert section in report
     assert "| cpo_model (paper, real data) | 77.7 | 72.7 | 87.4 | 95.8 | 75.3 | 81.8 | - |" in report

@@ -87,3 +87,21 @@ def test_every_answer_label_gets_a_likelihood_score_after_the_thinking(tiny, tmp
     assert list(scores) == list(ANSWER_LABELS)
     assert all(np.isfinite(value) and value < 0 for value in scores.values())
     assert len({round(value, 4) for value in scores.values()}) > 1
+
+
+def test_an_answer_without_thinking_is_scored_right_after_the_prompt(tiny, tmp_path):
+    """The no-CoT model's format: its answer lines scored where it writes them, with no
+    thinking block in front."""
+    from cpo_pipeline.evaluation.inference import answer_line_scores
+
+    model, processor = tiny
+    one = example(tmp_path, 3)
+    labels = ["Edema", "No Finding"]
+
+    scores = answer_line_scores(model, processor, one, None, labels)
+    after_empty_thinking = answer_line_scores(model, processor, one, "", labels)
+
+    assert list(scores.values()) == pytest.approx(
+        [_by_hand(model, processor, one, "", f"The disease of this patient is {label}.")
+         for label in labels], rel=1e-4, abs=1e-3)
+    assert list(scores.values()) != pytest.approx(list(after_empty_thinking.values()))

@@ -12,8 +12,15 @@ from cpo_pipeline.concepts.ontology import load_ontology
 from cpo_pipeline.evaluation.auc import auc_table
 from cpo_pipeline.evaluation.classification import (
     AVERAGE_FIVE,
+    BALANCED_ALL,
+    BALANCED_FIVE,
     EXACT,
+    MACRO_F1_ALL,
+    MACRO_F1_FIVE,
+    PARSE_RATE,
     accuracy_table,
+    answer_metrics,
+    no_finding_answers,
     parse_answers,
     reference_answers,
 )
@@ -29,7 +36,7 @@ from cpo_pipeline.evaluation.drift import (
 )
 from cpo_pipeline.evaluation.nlg import nlg_scores
 from cpo_pipeline.evaluation.resampling import mean_interval, resample_weights
-from cpo_pipeline.radiology.answer_format import format_trajectory
+from cpo_pipeline.radiology.answer_format import format_trajectory, own_thinking
 from cpo_pipeline.radiology.chexpert import CHEXPERT_LABELS
 
 ONTOLOGY = load_ontology()
@@ -77,7 +84,25 @@ def test_answer_lines_parse_into_named_labels_and_unparsed_answers_are_kept():
     assert not answers.loc[2, ["Pleural Effusion", "No Finding"]].any()
 
 
-def test_per_disease_accuracy_counts_unparsed_answers_as_wrong():
+def test_an_answer_line_alone_parses_as_the_no_cot_format_does():
+    answers = parse_answers(["The disease of this patient is Edema and Pneumonia.",
+                             "<think>  </think> The disease of this patient is Edema.",
+                             "The disease of this patient is Flu."])
+
+    assert answers.loc[0, "parsed"] and answers.loc[0, "findings"] == ""
+    assert answers.loc[0, ["Edema", "Pneumonia"]].all() and not answers.loc[0, "No Finding"]
+    assert not answers.loc[1, "parsed"] and "empty" in answers.loc[1, "error"]
+    assert not answers.loc[2, "parsed"] and "['Flu']" in answers.loc[2, "error"]
+
+
+def test_the_thinking_of_a_broken_answer_is_what_precedes_the_break():
+    assert own_thinking("<think> Clear lungs.\n </think> The disease is israce") == "Clear lungs."
+    assert own_thinking("<think> Clear lungs. isonsolidation") == "Clear lungs. isonsolidation"
+    assert own_thinking("Clear lungs. The disease of this patient is Pne.") == "Clear lungs."
+    assert own_thinking("The disease of this patient is Edema.") == ""
+
+
+def _four_studies():
     reference = reference_answers(pd.DataFrame([
         labels(Pleural_Effusion=True), labels(Pneumonia=True, Consolidation=True), labels(),
         labels(Edema=True)]))
@@ -86,6 +111,44 @@ def test_per_disease_accuracy_counts_unparsed_answers_as_wrong():
         format_trajectory("b", ["Pneumonia"]),                 # misses the consolidation
         format_trajectory("c", ["Pneumothorax"]),              # a false pneumothorax
         "no answer line"])                                     # wrong for every label
+    return predicted, reference
+
+
+def test_answer_metrics_by_hand_on_four_studies():
+    predicted, reference = _four_studies()
+
+    table = answer_metrics(predicted, reference, [1, 2, 3, 4], resamples=50).set_index("label")
+
+    # F1 of the five: consolidation 0 (missed), effusion 1, pneumonia 1, pneumothorax 0 (a false
+    # one), edema 0 (the unparsed answer names nothing); all 13 adds No Finding 0 (study 3 said
+    # a finding); labels neither present nor answered have no F1.
+    assert table.loc[MACRO_F1_FIVE, "value"] == pytest.approx(2 / 5)
+    assert table.loc[MACRO_F1_ALL, "value"] == pytest.approx(2 / 6)
+    # Balanced accuracy: consolidation (0 + 1) / 2, effusion 1, pneumonia 1, edema (0 + 1) / 2;
+    # pneumothorax has no positive study (undefined); No Finding (0 + 1) / 2.
+    assert table.loc[BALANCED_FIVE, "value"] == pytest.approx(3 / 4)
+    assert table.loc[BALANCED_ALL, "value"] == pytest.approx(3.5 / 5)
+    assert table.loc[EXACT, "value"] == pytest.approx(1 / 4)
+    assert table.loc[PARSE_RATE, "value"] == pytest.approx(3 / 4)
+    assert table.loc["F1 Pleural Effusion", "value"] == 1.0
+    assert np.isnan(table.loc["F1 Fracture", "value"])
+    assert (table.loc[MACRO_F1_FIVE, "ci_low"] <= 0.4 <= table.loc[MACRO_F1_FIVE, "ci_high"])
+
+
+def test_a_constant_no_finding_answer_cannot_pass_the_answer_metrics():
+    _, reference = _four_studies()
+
+    table = answer_metrics(no_finding_answers(4), reference, [1, 2, 3, 4],
+                           resamples=50).set_index("label")
+
+    assert table.loc[MACRO_F1_FIVE, "value"] == 0.0
+    assert table.loc[BALANCED_FIVE, "value"] == 0.5
+    assert table.loc[EXACT, "value"] == pytest.approx(1 / 4)  # the one normal study
+    assert table.loc[PARSE_RATE, "value"] == 1.0
+
+
+def test_per_disease_accuracy_counts_unparsed_answers_as_wrong():
+    predicted, reference = _four_studies()
 
     table = accuracy_table(predicted, reference, [1, 2, 3, 4], resamples=50).set_index("label")
 

