@@ -22,7 +22,6 @@ import pandas as pd
 from cpo_pipeline.evaluation.classification import ANSWER_LABELS, parse_answers
 from cpo_pipeline.evaluation.drift import swapped_variants
 from cpo_pipeline.radiology.answer_format import (
-    ANSWER_ONLY_PATTERN,
     TrajectoryFormatError,
     own_thinking,
     parse_trajectory,
@@ -70,12 +69,13 @@ def _thinking(text: str) -> str | None:
         return None
 
 
-def _probe_thinking(text: str, answered: bool) -> str | None:
-    """What the answer-line scores are conditioned on: the model's own thinking, also when its
-    answer does not parse (`own_thinking`: the text up to where the answer broke); None, no
-    thinking block, for an answer line alone (the no-CoT format)."""
-    if answered and ANSWER_ONLY_PATTERN.match(text):
-        return None
+def _probe_thinking(text: str, findings: str | None) -> str | None:
+    """What the answer-line scores are conditioned on: the model's own thinking (`findings`,
+    as `parse_answers` read it), also when its answer does not parse (`own_thinking`: the text
+    up to where the answer broke); None, no thinking block, for an answer line alone (the
+    no-CoT format, whose findings are empty)."""
+    if isinstance(findings, str):
+        return findings or None
     return own_thinking(text)
 
 
@@ -113,9 +113,10 @@ def evaluate_model(model_dir: Path | str, test: Sequence[dict], *, pairs: Sequen
 
     score_rows, swap_rows = [], []
     probed = len(test) if options.probe_studies is None else min(options.probe_studies, len(test))
-    for row, text, answered in zip(list(test)[:probed], texts[:probed],
-                                   list(parsed["parsed"])[:probed], strict=True):
-        scores = answer_line_scores(model, processor, row, _probe_thinking(text, answered),
+    # An unparsed answer's findings cell is None, or NaN once pandas has a float beside it.
+    for row, text, findings in zip(list(test)[:probed], texts[:probed],
+                                   list(parsed["findings"])[:probed], strict=True):
+        scores = answer_line_scores(model, processor, row, _probe_thinking(text, findings),
                                     ANSWER_LABELS)
         score_rows.append({"study_id": row["study_id"], **scores})
         radiologists = _thinking(row["messages"][-1]["content"]) or ""

@@ -21,6 +21,7 @@ from cpo_pipeline.evaluation.classification import (
     ANSWER_LABELS,
     ANSWER_METRICS,
     AVERAGE_FIVE,
+    FLOOR,
     PAPER_FIVE,
     accuracy_table,
     answer_metrics,
@@ -154,9 +155,6 @@ def figures_summary(figures: Mapping[str, ModelFigures],
         "efficacy": figure.efficacy.to_dict(orient="records"),
         "nlg": figure.nlg, "probes": figure.probes, "objective": dict(objectives[name])}
         for name, figure in figures.items()}, indent=1, default=float)
-
-
-FLOOR = "every answer 'No Finding' (the floor)"
 
 
 def _answer_row(name: str, table: pd.DataFrame) -> str:

@@ -24,6 +24,7 @@ import pandas as pd
 from cpo_pipeline.evaluation.classification import (
     AVERAGE_FIVE,
     EXACT,
+    FLOOR,
     MACRO_F1_FIVE,
     PAPER_FIVE,
     PARSE_RATE,
@@ -126,9 +127,6 @@ def _signed(value: float | None) -> str:
     return "n/a" if value is None or np.isnan(value) else f"{100 * value:+.1f}"
 
 
-_FLOOR = "every answer 'No Finding' (the floor)"
-
-
 def _row(name: object, values: pd.Series, stages: Sequence[int]) -> str:
     return (f"| {name} | " + " | ".join(_percent(values.get(j)) for j in stages)
             + f" | {_percent(float(values.mean()))} |")
@@ -156,10 +154,10 @@ def staged_markdown(matrices: Mapping[str, pd.DataFrame], initial: pd.Series,
              "stage (negative means forgetting)."), "",
              "## Starting point: SFT on stage 0", "", header, rule,
              _row("sft (stage 0)", initial, stages),
-             _row(_FLOOR, floor.loc[AVERAGE_FIVE], stages),
+             _row(FLOOR, floor.loc[AVERAGE_FIVE], stages),
              ""]
     summary = ["## Summary", "", ("Final: the last stage's model, mean over test stages; the "
-               "floor's macro-F1 (five) is 0."), "",
+               "floor's macro-F1 (five) is 0 (undefined on a stage with none of the five)."), "",
                (f"| method | final {MACRO_F1_FIVE} | its forgetting | final {PARSE_RATE} | "
                "final average five | forgetting | backward transfer |"),
                "|---|---|---|---|---|---|---|"]
@@ -177,7 +175,7 @@ def staged_markdown(matrices: Mapping[str, pd.DataFrame], initial: pd.Series,
     for figure, title in MATRIX_FIGURES.items():
         lines += ["", f"## {figure} after each stage", "", title, "",
                   "| model | " + header[len("| after stage | "):], rule,
-                  _row(_FLOOR, floor.loc[figure], stages)]
+                  _row(FLOOR, floor.loc[figure], stages)]
         for name, matrix in other[figure].items():
             lines += [_row(f"{name}, after {trained}" if name in matrices else name, row,
                            stages) for trained, row in matrix.iterrows()]
