@@ -206,8 +206,10 @@ def _paint_pleural_other(
         film.opacity += severity.amplitude * rind
 
 
-# The rim of pleural air between chest wall and lung edge, in the lung's wall-gap units.
-PNEUMOTHORAX_GAP = (0.07, 0.14)
+# The rim of pleural air between chest wall and lung edge, in anatomical units (half the image's
+# shorter side): 5-10% of the image's width, 2-4 cm on a 43-cm detector, a moderate
+# pneumothorax. At half this width it was 1-2 px on the 32-px model and still faint at 64 px.
+PNEUMOTHORAX_GAP = (0.10, 0.20)
 
 
 def _paint_pneumothorax(
