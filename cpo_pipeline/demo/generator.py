@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import math
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -112,6 +113,9 @@ def _study_time(rng: np.random.Generator) -> float:
     seconds = rng.uniform(0, 86_400)
     hours, rest = divmod(seconds, 3600)
     minutes, secs = divmod(rest, 60)
+    # Truncated to the millisecond: rounded, 59.9996 s became a 60th second ("054660"), which
+    # the DICOM writer rightly refuses (one study in about 2,000).
+    secs = math.floor(secs * 1000) / 1000
     # HHMMSS.fff as the real tables store it: read as a number it loses its leading zero.
     return round(int(hours) * 10_000 + int(minutes) * 100 + secs, 3)
 

@@ -196,3 +196,15 @@ def test_drift_makes_later_visits_sicker_and_keeps_the_patients_and_their_visits
     assert abs(edema_share(still, last) - edema_share(still, first)) < 0.05
     assert [[s.study_id for s in p.studies] for p in still] == [
         [s.study_id for s in p.studies] for p in drifting]
+
+
+def test_study_times_never_round_up_to_a_sixtieth_second():
+    from cpo_pipeline.demo.generator import _study_time
+
+    rng = np.random.default_rng(0)
+    times = [_study_time(rng) for _ in range(200_000)]
+    seconds = [round(t % 100, 3) for t in times]
+    minutes = [int(t // 100) % 100 for t in times]
+
+    assert max(seconds) < 60 and max(minutes) < 60 and max(times) < 240_000
+    assert any(s >= 59.99 for s in seconds)  # the edge the old rounding crossed is reached
