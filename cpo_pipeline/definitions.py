@@ -22,6 +22,7 @@ from cpo_pipeline.assets.training import (
     cpo_model,
     cpo_no_cot_model,
     dpo_random_model,
+    sft_continued_model,
     sft_model,
 )
 from cpo_pipeline.assets.trajectories import counterfactual_trajectories
@@ -63,8 +64,8 @@ train_and_evaluate_job = dg.define_asset_job(
     "train_and_evaluate",
     selection=TRAINING | EVALUATION,
     tags=GPU_RUN_TAGS,
-    description="Train sft_model, then cpo_model, dpo_random_model and cpo_no_cot_model from it, "
-    "then evaluate them side by side (each skipped when its inputs and config are unchanged).",
+    description="Train sft_model, then cpo_model, dpo_random_model and cpo_no_cot_model from it "
+    "and sft_continued_model for as many steps as cpo_model, then evaluate them side by side (each skipped when its inputs and config are unchanged).",
 )
 
 # Tuning across the time-ordered stages (assets/staged.py); its upstream is the datasets.
@@ -110,7 +111,8 @@ settings = PipelineSettings.configure_at_launch()
 defs = dg.Definitions(
     assets=[mimic_cxr_source, mimic_cxr_ingestion, concept_graph, counterfactual_trajectories,
             sft_dataset, preference_pairs, random_negative_pairs, diagnosis_only_pairs,
-            sft_model, cpo_model, dpo_random_model, cpo_no_cot_model, model_evaluation,
+            sft_model, cpo_model, dpo_random_model, cpo_no_cot_model, sft_continued_model,
+            model_evaluation,
             staged_training_sets, staged_models, staged_evaluation],
     # decode_image_shards: image decoding fanned out over the shards p10…p19 (assets/shards.py),
     # a partitioned op job beside the assets, so the asset graph and the users' commands stay.

@@ -23,14 +23,17 @@ EXPECTED_GRAPH = {
     "cpo_model": ["preference_pairs", "sft_model"],
     "dpo_random_model": ["random_negative_pairs", "sft_model"],
     "cpo_no_cot_model": ["diagnosis_only_pairs", "sft_model"],
+    "sft_continued_model": ["cpo_model", "sft_dataset", "sft_model"],
     "model_evaluation": ["cpo_model", "cpo_no_cot_model", "cxr_studies", "dpo_random_model",
-                         "preference_pairs", "sft_dataset", "sft_model"],
+                         "preference_pairs", "sft_continued_model", "sft_dataset",
+                         "sft_model"],
     "staged_training_sets": ["cxr_studies", "diagnosis_only_pairs", "preference_pairs",
                              "random_negative_pairs", "sft_dataset"],
     "staged_models": ["staged_training_sets"],
     "staged_evaluation": ["cxr_studies", "preference_pairs", "sft_dataset", "staged_models"],
 }
 TRAINING_ASSETS = {"sft_model", "cpo_model", "dpo_random_model", "cpo_no_cot_model",
+                   "sft_continued_model",
                    "model_evaluation", "staged_training_sets", "staged_models",
                    "staged_evaluation"}
 

@@ -1,9 +1,10 @@
 """model_evaluation: every trained model on the held-out studies, side by side (issue 12).
 
 For each model asset that has materialized (`sft_model`, `cpo_model`, `dpo_random_model`,
-`cpo_no_cot_model`): greedy answers on the test split of `sft_dataset`, the answer-line
-likelihood of each label after the model's own thinking, the synonym-swap probe, and on the
-held-out `preference_pairs` (validate and test) the reward of chosen over rejected against the
+`cpo_no_cot_model`, `sft_continued_model`): greedy answers on the test split of `sft_dataset`
+(or its validate split, `split`, for choosing), the answer-line likelihood of each label after
+the model's own thinking, the synonym-swap probe, and on the same split's `preference_pairs`
+the reward of chosen over rejected against the
 model's reference (sft_model for the DPO stages) and where factual and counterfactual thinking
 lead. `evaluation.report` turns these into the report: the paper's layout with its published
 numbers beside ours, AUCs, clinical efficacy, NLG, probes. Written under
@@ -47,14 +48,16 @@ from cpo_pipeline.wiring.metadata import png_markdown
 
 # "2": the answer-line figures (macro-F1, balanced accuracy, exact, parse rate) and the floor.
 EVALUATION_VERSION = "2"
-MODELS = ("sft_model", "cpo_model", "dpo_random_model", "cpo_no_cot_model")
+MODELS = ("sft_model", "cpo_model", "dpo_random_model", "cpo_no_cot_model",
+          "sft_continued_model")
 _REFERENCE = {"cpo_model": "sft_model", "dpo_random_model": "sft_model",
-              "cpo_no_cot_model": "sft_model"}
+              "cpo_no_cot_model": "sft_model", "sft_continued_model": "sft_model"}
 
 
 EvaluationConfig = scoring_config(
     "EvaluationConfig",
-    ("max_new_tokens", "batch_size", "resamples", "seed", "max_pairs", "meteor"),
+    ("max_new_tokens", "batch_size", "resamples", "seed", "max_pairs", "probe_studies", "meteor",
+     "split"),
     models=(list[str], Field(
         default_factory=lambda: list(MODELS),
         description="Which model assets to evaluate (those not materialized are skipped and "
@@ -89,7 +92,7 @@ EvaluationConfig = scoring_config(
 def model_evaluation(context: dg.AssetExecutionContext, config: EvaluationConfig,
                      settings: PipelineSettings, cxr_studies: pd.DataFrame):
     data_root = settings.data_root_path()
-    test = test_studies(data_root)
+    test = test_studies(data_root, config.split)
     if config.study_ids:
         wanted = set(config.study_ids)
         test = [row for row in test if row["study_id"] in wanted]
@@ -133,12 +136,16 @@ def _evaluate(context, config: EvaluationConfig, data_root: Path, test: list[dic
                                  models.get(_REFERENCE.get(name, ""), (None, None))[0])
                   for name, (model_dir, _) in models.items()]
     truth = TestTruth.of(test, cxr_studies)
-    scored = score_models(under_test, test, held_out_pairs(data_root, config.max_pairs),
+    scored = score_models(under_test, test,
+                          held_out_pairs(data_root, config.max_pairs, config.split),
                           truth, config.options(), context.log.info)
     figures = {s.model.name: s.figures for s in scored}
     floor = FloorFigures.of(truth.labels, [row["subject_id"] for row in test],
                             resamples=config.resamples, seed=config.seed)
     notes = [f"Not evaluated (not materialized): {', '.join(skipped)}."] if skipped else []
+    if config.split != "test":
+        notes.insert(0, f"Scored on the {config.split} split, not test: for choosing, not "
+                     "for reporting.")
     patients = len({row["subject_id"] for row in test})
     write_tables(folder, scored, "model")
     write_file(folder / "figures.json", figures_summary(

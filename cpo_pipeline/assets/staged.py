@@ -248,7 +248,8 @@ def staged_models(context: dg.AssetExecutionContext, config: StagedModelsConfig,
 # probes on a subset of studies, and no METEOR.
 StagedEvaluationConfig = scoring_config(
     "StagedEvaluationConfig",
-    ("max_new_tokens", "batch_size", "resamples", "seed", "max_pairs", "probe_studies"),
+    ("max_new_tokens", "batch_size", "resamples", "seed", "max_pairs", "probe_studies",
+     "split"),
     defaults={"batch_size": 16, "resamples": 200, "max_pairs": 100, "probe_studies": 150})
 
 
@@ -272,7 +273,7 @@ def staged_evaluation(context: dg.AssetExecutionContext, config: StagedEvaluatio
     data_root = settings.data_root_path()
     manifest = _read_json(data_root, _manifest_path(data_root, "models.json"),
                           "materialize staged_models first")
-    test = test_studies(data_root)
+    test = test_studies(data_root, config.split)
     check = leakage_check(data_root, test, "staged_evaluation_sees_no_training_data")
     models = {}  # data version -> model dir, each model once (sft's stage 0 is the initial one)
     for entries in manifest["runs"].values():
@@ -316,7 +317,7 @@ def _evaluate_staged(context, config, data_root: Path, manifest: dict,
     initial = run_dirs.model_dir(data_root / manifest["runs"][INITIAL][0]["run_dir"])
     scored = score_models([ModelUnderTest(version, model_dir, initial)
                            for version, model_dir in models.items()],
-                          test, held_out_pairs(data_root, config.max_pairs), truth,
+                          test, held_out_pairs(data_root, config.max_pairs, config.split), truth,
                           replace(config.options(), meteor=False), context.log.info)
     figures = staged_figures(
         manifest["runs"], {s.model.name: s.evaluation.answers for s in scored},
@@ -326,7 +327,9 @@ def _evaluate_staged(context, config, data_root: Path, manifest: dict,
     write_file(folder / "staged.json", json.dumps(
         figures.summary(manifest["reference"], manifest["stages"]), indent=1, default=float))
     write_file(folder / "accuracy_by_stage.png", staged_png(figures.matrices, figures.initial))
-    write_file(folder / REPORT, figures.markdown(manifest["reference"]))
+    scored_on = ("" if config.split == "test" else f"> Scored on the {config.split} split, "
+                 "not test: for choosing, not for reporting.\n\n")
+    write_file(folder / REPORT, scored_on + figures.markdown(manifest["reference"]))
 
 
 STAGED_ASSETS = (staged_training_sets, staged_models, staged_evaluation)

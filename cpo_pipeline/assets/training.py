@@ -44,14 +44,14 @@ def _split_dirs(data_root: Path, dataset: str) -> tuple[Path, Path | None]:
 def train_model(
     context: dg.AssetExecutionContext, asset: str, stage: str, dataset: str,
     config: dg.Config, settings: PipelineSettings, pipes: dg.PipesSubprocessClient,
-    start: StartingModel,
+    start: StartingModel, overrides: dict | None = None,
 ) -> dg.MaterializeResult:
-    """One of the four model assets: its run on the dataset's splits, recorded as the asset's
-    current model."""
+    """One of the model assets: its run on the dataset's splits, recorded as the asset's
+    current model (`overrides`: config fields the asset sets over the run config's)."""
     data_root = settings.data_root_path()
     train_dir, eval_dir = _split_dirs(data_root, dataset)
     trained = launch_training(context, asset, stage, dataset, train_dir, eval_dir, config,
-                              data_root, pipes, start)
+                              data_root, pipes, start, overrides=overrides)
     run_dirs.write_current(data_root, asset, trained.run, trained.data_version)
     return dg.MaterializeResult(metadata=trained.metadata(),
                                 data_version=dg.DataVersion(trained.data_version))
@@ -116,4 +116,38 @@ cpo_no_cot_model = _dpo_asset(
     "The paper's 'CPO without CoT' ablation: the CPO recipe on diagnosis_only_pairs (answer "
     "lines only), from sft_model.")
 
-TRAINING_ASSETS = (sft_model, cpo_model, dpo_random_model, cpo_no_cot_model)
+
+
+@dg.asset(
+    group_name=_GROUP,
+    code_version=TRAINING_VERSION,
+    pool=GPU_POOL,
+    deps=["sft_model", "cpo_model", "sft_dataset"],
+    kinds={"pytorch"},
+    description="The control a preference stage must beat: SFT continued from sft_model on "
+    "sft_dataset for as many optimizer steps as cpo_model trained (`max_steps` -1, the "
+    "default; a positive value sets them). Whatever CPO adds over this is the preference "
+    "signal, not more training.",
+)
+def sft_continued_model(context: dg.AssetExecutionContext, config: SFTModelConfig,
+                        settings: PipelineSettings,
+                        pipes_subprocess_client: dg.PipesSubprocessClient):
+    overrides = {}
+    if config.max_steps == -1:
+        overrides["max_steps"] = _trained_steps(settings.data_root_path(), "cpo_model")
+    return train_model(context, "sft_continued_model", SFT, "sft_dataset", config, settings,
+                       pipes_subprocess_client, sft_checkpoint(settings), overrides)
+
+
+def _trained_steps(data_root: Path, asset: str) -> int:
+    """The optimizer steps the run `asset` last materialized took."""
+    current = run_dirs.read_current(data_root, asset)
+    summary = run_dirs.read_summary(current[0]) if current is not None else None
+    if summary is None:
+        raise dg.Failure(description=f"{asset} has not been materialized under {data_root}: "
+                         "continued SFT takes as many steps as it trained (or set max_steps)")
+    return int(summary["global_step"])
+
+
+TRAINING_ASSETS = (sft_model, cpo_model, dpo_random_model, cpo_no_cot_model,
+                   sft_continued_model)

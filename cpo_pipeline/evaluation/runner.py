@@ -42,20 +42,31 @@ def _rows(directory: Path) -> list[dict]:
     return list(load_from_disk(str(directory))) if directory.is_dir() else []
 
 
-def test_rows(data_root: Path) -> list[dict]:
-    """The test split of sft_dataset: what every evaluation scores."""
-    test = _rows(data_layout.dataset(data_root, "sft_dataset") / "test")
-    if not test:
-        raise EvaluationInputError("no test studies to evaluate: materialize sft_dataset "
-                                   "(its test split) first")
-    return test
+# The held-out splits an evaluation scores: choices (hyper-parameters, checkpoints) are made on
+# validate, and test is read once, for the figures that are reported.
+SCORED_SPLITS = ("validate", "test")
 
 
-def held_out_pairs(data_root: Path, max_pairs: int) -> list[dict]:
-    """The validate and test preference pairs, at most `max_pairs` of them (a fixed subset by
-    pair id; 0: all)."""
+def _scored_split(split: str) -> str:
+    if split not in SCORED_SPLITS:
+        raise EvaluationInputError(f"split must be one of {SCORED_SPLITS}, got {split!r}")
+    return split
+
+
+def test_rows(data_root: Path, split: str = "test") -> list[dict]:
+    """The `split` (test, or validate) of sft_dataset: the studies an evaluation scores."""
+    rows = _rows(data_layout.dataset(data_root, "sft_dataset") / _scored_split(split))
+    if not rows:
+        raise EvaluationInputError(f"no {split} studies to evaluate: materialize sft_dataset "
+                                   f"(its {split} split) first")
+    return rows
+
+
+def held_out_pairs(data_root: Path, max_pairs: int, split: str = "test") -> list[dict]:
+    """The preference pairs of `split`, the same split as the studies scored, at most
+    `max_pairs` of them (a fixed subset by pair id; 0: all)."""
     pairs_dir = data_layout.dataset(data_root, "preference_pairs")
-    held_out = _rows(pairs_dir / "validate") + _rows(pairs_dir / "test")
+    held_out = _rows(pairs_dir / _scored_split(split))
     if max_pairs:
         held_out = sorted(held_out, key=lambda row: content_hash(row["pair_id"]))[:max_pairs]
     return held_out
@@ -161,6 +172,10 @@ class ScoringOptions:
         "this many test studies of the split; 0: all. Accuracy always covers every test study; "
         "the probes cost a teacher-forced pass per study and candidate, per model.")})
     meteor: bool = field(default=True, metadata={"help": "Compute METEOR (needs Java)."})
+    split: str = field(default="test", metadata={"help": (
+        "The held-out split scored, studies and pairs alike: 'test' for the figures you "
+        "report, 'validate' for choosing hyper-parameters or checkpoints (choose on "
+        "validate, then read test once).")})
 
 
 @dataclass(frozen=True)

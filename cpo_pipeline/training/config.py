@@ -97,7 +97,7 @@ class TrainingConfig:
         "dpo: the reference model's directory, when it is not the starting model (staged "
         "tuning keeps the first SFT model as the reference of every stage); None: the "
         "starting model."))
-    tiny_vision_pretraining_epochs: int = field(default=8, metadata=_help(
+    tiny_vision_pretraining_epochs: int = field(default=30, metadata=_help(
         f"For '{TINY_MODEL}' only: epochs its random vision tower is first trained to tell the "
         "SFT split's answer labels apart in its images (a probe head, then dropped), standing "
         "in for a real VLM's pretrained image encoder; 0: leave the tower random (it then "

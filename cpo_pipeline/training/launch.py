@@ -27,7 +27,7 @@ from cpo_pipeline.training.config import (
 )
 from cpo_pipeline.training.preflight import TrainingConfigError
 from cpo_pipeline.training.run_dirs import directory_fingerprint
-from cpo_pipeline.training.tiny_model import TinyModelSpec
+from cpo_pipeline.training.tiny_model import VISION_PRETRAINING_VERSION, TinyModelSpec
 from cpo_pipeline.training.tracking import RUN_ID_FILE as MLFLOW_RUN_ID
 from cpo_pipeline.training.tracking import TRACKING_URI_ENV, sqlite_store
 
@@ -42,7 +42,8 @@ def model_identity(name_or_path: str) -> str:
     directory's config.json and the names and sizes of its weight files (hashing gigabytes
     of weights at every materialization would cost more than it saves); a hub id as given."""
     if name_or_path == TINY_MODEL:
-        return content_hash({"tiny": asdict(TinyModelSpec())})
+        return content_hash({"tiny": asdict(TinyModelSpec()),
+                             "vision_pretraining": VISION_PRETRAINING_VERSION})
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         config = path / "config.json"

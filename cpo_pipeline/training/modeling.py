@@ -107,6 +107,18 @@ def meta_model(model_config, config: TrainingConfig) -> PreTrainedModel:
             model_config, trust_remote_code=config.trust_remote_code)
 
 
+def labelled_images(rows) -> tuple[list, list[tuple[str, ...]], tuple[str, ...]]:
+    """An SFT split's images with the diagnoses their answers name, and the labels: what the
+    tiny model's vision tower is pretrained on (the train split only, nothing held out) and
+    what benchmarks/bench_vision_probe.py probes it with."""
+    from cpo_pipeline.radiology.answer_format import parse_trajectory
+    from cpo_pipeline.radiology.chexpert import DISEASES, NO_FINDING
+
+    images = [row["images"][0] for row in rows]
+    named = [parse_trajectory(row["messages"][-1]["content"]).diagnoses for row in rows]
+    return images, named, (*DISEASES, NO_FINDING)
+
+
 def build_tiny(texts: Iterable[str], out_dir: Path, seed: int, vision_examples=None,
                vision_epochs: int = 0, size: str = "tiny") -> Path:
     """The offline model at `size` (`tiny_model.OFFLINE_SIZES`), its tokenizer trained on

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from cpo_pipeline.radiology.chexpert import DISEASES, NO_FINDING
+
 if TYPE_CHECKING:
     from transformers import LlavaForConditionalGeneration, LlavaProcessor, PreTrainedTokenizerFast
 
@@ -27,6 +29,12 @@ ROLE_TOKENS = ("<|system|>", "<|user|>", "<|assistant|>")
 # them in one step, but not special, so decoding with `skip_special_tokens` keeps them for the
 # answer parser.
 THINK_TOKENS = ("<think>", "</think>")
+# Each answer label, with the space before it, is one token. Learned BPE pieces are shared:
+# " Consolidation" was `␣C|on|solidation` at 512 merges and " Pleural", " Lung", " No" open
+# two labels each even at full vocabulary, so a preference step that pushes a rejected label's
+# first piece down after "is" pushes down every label starting with it, and the answer line
+# broke ("isonsolidation"). One token per label makes choosing a label one decision.
+LABEL_TOKENS = tuple(f" {label}" for label in (*DISEASES, NO_FINDING))
 
 # Turns are `<|role|>\n{content}</s>` with nothing between them, so a completion ends at its
 # `</s>`. The generation prompt `<|assistant|>\n` is exactly the start of a rendered assistant
@@ -58,7 +66,10 @@ CHAT_TEMPLATE = (
 class TinyModelSpec:
     """Sizes of the tiny model; `vocab_size` is a ceiling (a small corpus yields fewer merges)."""
 
-    image_size: int = 32
+    # 64 px in 8-px patches: 64 image tokens, where each of the paper's five findings is
+    # resolvable (at 32 px a pneumothorax rim was 1-2 px and a pretrained tower's probe reached
+    # AUC 0.52 on it; at 64 px, 0.95: benchmarks/bench_vision_probe.py).
+    image_size: int = 64
     patch_size: int = 8
     vision_hidden_size: int = 64
     vision_layers: int = 2
@@ -67,7 +78,7 @@ class TinyModelSpec:
     text_layers: int = 2
     text_heads: int = 4
     text_intermediate_size: int = 128
-    vocab_size: int = 512
+    vocab_size: int = 1024
     seed: int = 0
 
     @property
@@ -109,7 +120,8 @@ def train_tokenizer(
         show_progress=False,
     )
     tokenizer.train_from_iterator(texts, trainer)
-    tokenizer.add_tokens([AddedToken(marker, normalized=False) for marker in THINK_TOKENS])
+    tokenizer.add_tokens([AddedToken(token, normalized=False)
+                          for token in (*THINK_TOKENS, *LABEL_TOKENS)])
     return PreTrainedTokenizerFast(
         tokenizer_object=tokenizer,
         bos_token=BOS_TOKEN,
@@ -203,18 +215,26 @@ def build_model(
     return model
 
 
+# Changes with what `pretrain_vision` does, so a run key (training/launch.py) tells towers
+# pretrained differently apart. 2: one-cycle schedule, mean+max pooled head, balanced labels.
+VISION_PRETRAINING_VERSION = "2"
+
+
 def pretrain_vision(
     model: LlavaForConditionalGeneration, processor: LlavaProcessor, images: Sequence,
     label_sets: Sequence[Collection[str]], labels: Sequence[str], *, epochs: int, seed: int,
-    learning_rate: float = 1e-3, batch_size: int = 64,
+    learning_rate: float = 2e-3, batch_size: int = 64,
 ) -> list[float]:
     """Train the vision tower to tell `labels` apart in `images`; returns each epoch's loss.
 
-    A linear head on the mean of the tower's patch embeddings predicts, per image, which of
-    `labels` its set names (multi-label binary cross-entropy); the head is discarded afterwards,
+    A linear head on the mean and the maximum of the tower's patch embeddings predicts, per
+    image, which of `labels` its set names (multi-label binary cross-entropy, each label's
+    positives weighted up to its negatives); the head is discarded afterwards,
     the tower keeps what it learned. Only the tower's weights change, and the caller's torch
     random state is left as it was. This stands in for the image-text pretraining a real VLM's
     encoder had: what the experiments then measure is what SFT and preference tuning add.
+    The learning rate follows a one-cycle schedule peaking at `learning_rate` (a tenth of the
+    steps warming up, then annealed to nearly zero).
     """
     import torch
 
@@ -225,26 +245,34 @@ def pretrain_vision(
         [image.convert("RGB") for image in images], return_tensors="pt")["pixel_values"]
     targets = torch.tensor([[label in chosen for label in labels] for chosen in label_sets],
                            dtype=torch.float32)
+    # Each label's positives weigh as much as its negatives (up to 20x): a 4%-prevalent
+    # pneumothorax otherwise barely moves the loss.
+    positives = targets.sum(0).clamp(min=1)
+    balance = ((len(targets) - positives) / positives).clamp(1.0, 20.0)
     losses = []
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        head = torch.nn.Linear(tower.config.hidden_size, len(labels)).to(device)
+        head = torch.nn.Linear(2 * tower.config.hidden_size, len(labels)).to(device)
         tower.to(device)
         optimizer = torch.optim.AdamW([*tower.parameters(), *head.parameters()],
                                       lr=learning_rate, weight_decay=0.01)
+        steps = max(epochs * -(-len(pixels) // batch_size), 1)
+        schedule = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=learning_rate, total_steps=steps, pct_start=0.1)
         tower.train()
         for _ in range(epochs):
             order, total = torch.randperm(len(pixels)), 0.0
             for start in range(0, len(pixels), batch_size):
                 batch = order[start:start + batch_size]
                 # Patch embeddings only: "default" feature selection drops the CLS token too.
-                embedded = tower(pixel_values=pixels[batch].to(device)).last_hidden_state[
-                    :, 1:].mean(1)
+                patches = tower(pixel_values=pixels[batch].to(device)).last_hidden_state[:, 1:]
+                embedded = torch.cat([patches.mean(1), patches.amax(1)], dim=1)
                 loss = torch.nn.functional.binary_cross_entropy_with_logits(
-                    head(embedded), targets[batch].to(device))
+                    head(embedded), targets[batch].to(device), pos_weight=balance.to(device))
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()
+                schedule.step()
                 total += loss.item() * len(batch)
             losses.append(total / max(len(pixels), 1))
         tower.eval()

@@ -67,27 +67,16 @@ def _starting_model(config: TrainingConfig, train, run: Path, state) -> str:
     """The model directory or hub id training starts from; the tiny model is built here."""
     if config.model_name_or_path != TINY_MODEL:
         return config.model_name_or_path
-    from cpo_pipeline.training.modeling import build_tiny
+    from cpo_pipeline.training.modeling import build_tiny, labelled_images
 
     directory = run / "base_model"
     with state.main_process_first():
         if state.is_main_process and not (directory / "config.json").is_file():
             build_tiny(training_texts(train), directory, config.seed,
-                       vision_examples=_labelled_images(train),
+                       vision_examples=labelled_images(train),
                        vision_epochs=config.tiny_vision_pretraining_epochs,
                        size=config.tiny_model_size)
     return str(directory)
-
-
-def _labelled_images(train) -> tuple[list, list[tuple[str, ...]], tuple[str, ...]]:
-    """The SFT split's images with the diagnoses their answers name: what the tiny model's
-    vision tower is pretrained on (the training split only, nothing held out)."""
-    from cpo_pipeline.radiology.answer_format import parse_trajectory
-    from cpo_pipeline.radiology.chexpert import DISEASES, NO_FINDING
-
-    images = [row["images"][0] for row in train]
-    named = [parse_trajectory(row["messages"][-1]["content"]).diagnoses for row in train]
-    return images, named, (*DISEASES, NO_FINDING)
 
 
 def _base_model(config: TrainingConfig, start: str) -> str:

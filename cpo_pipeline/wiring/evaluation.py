@@ -39,10 +39,11 @@ def scoring_config(name: str, offered: tuple[str, ...], defaults: dict | None = 
             **extra})
 
 
-def test_studies(data_root: Path) -> list[dict]:
-    """The test split of sft_dataset, or a step failure saying what to materialize."""
+def test_studies(data_root: Path, split: str = "test") -> list[dict]:
+    """The `split` (test, or validate) of sft_dataset, or a step failure saying what to
+    materialize or which splits there are."""
     try:
-        return test_rows(data_root)
+        return test_rows(data_root, split)
     except EvaluationInputError as error:
         raise dg.Failure(description=str(error)) from None
 

@@ -134,16 +134,17 @@ def launch_training(
     context: dg.AssetExecutionContext, asset: str, stage: str, dataset_name: str,
     train_dir: Path, eval_dir: Path | None, config: dg.Config, data_root: Path,
     pipes: dg.PipesSubprocessClient, start: StartingModel,
-    reference: StartingModel | None = None,
+    reference: StartingModel | None = None, overrides: dict | None = None,
 ) -> TrainedRun:
     """Key the run, reuse it when finished (unless forced), else launch it through Pipes.
-    `reference`: a DPO reference other than the starting model."""
+    `reference`: a DPO reference other than the starting model; `overrides`: config fields the
+    asset sets itself (over the run config's)."""
     if not train_dir.is_dir():
         raise dg.Failure(description=f"{train_dir} does not exist: materialize {dataset_name} "
                          "first (a split without rows is not written)")
     try:
         training, options = resolve_training(
-            config.model_dump(), stage=stage, train_dir=train_dir, eval_dir=eval_dir,
+            {**config.model_dump(), **(overrides or {})}, stage=stage, train_dir=train_dir, eval_dir=eval_dir,
             dataset_name=dataset_name, start=start, reference=reference)
     except TrainingConfigError as error:
         raise dg.Failure(description=str(error)) from None

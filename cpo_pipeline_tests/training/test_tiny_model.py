@@ -108,6 +108,22 @@ def test_tokenizer_round_trips_a_trajectory_with_each_marker_one_token(processor
     assert "</think>" in tokenizer.convert_ids_to_tokens(ids)
 
 
+def test_every_answer_label_after_is_or_a_comma_is_one_token_of_its_own(processor):
+    from cpo_pipeline.radiology.chexpert import DISEASES, NO_FINDING
+
+    tokenizer = processor.tokenizer
+    labels = (*DISEASES, NO_FINDING)
+    line = "The disease of this patient is " + ", ".join(labels) + "."
+    pieces = tokenizer.convert_ids_to_tokens(tokenizer.encode(line, add_special_tokens=False))
+    decoded = [tokenizer.convert_tokens_to_string([piece]) for piece in pieces]
+
+    assert decoded[-len(labels) * 2:] == [part for label in labels
+                                         for part in (f" {label}", ",")][:-1] + ["."]
+    # The same words inside a sentence stay ordinary text: only the spaced label is one token.
+    assert tokenizer.decode(tokenizer.encode("Pleural effusion.", add_special_tokens=False)) == (
+        "Pleural effusion.")
+
+
 def test_tokenizer_round_trips_words_it_never_saw(processor):
     text = "Pneumopéricarde — 2 cm, unchanged since 2019."
 
@@ -138,7 +154,7 @@ def test_one_image_becomes_one_token_per_patch(processor):
 
     assert batch["pixel_values"].shape == (1, 3, SPEC.image_size, SPEC.image_size)
     assert batch["input_ids"].tolist() == [[processor.image_token_id] * SPEC.image_tokens]
-    assert SPEC.image_tokens == 16
+    assert SPEC.image_tokens == 64
 
 
 def test_a_portrait_radiograph_is_squashed_not_cropped(processor):

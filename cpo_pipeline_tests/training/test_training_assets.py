@@ -20,8 +20,10 @@ from cpo_pipeline.training import run_dirs
 from cpo_pipeline.training.train import prompt_inputs
 from cpo_pipeline_tests.pipeline import ASSETS
 
-MODELS = ("sft_model", "cpo_model", "dpo_random_model", "cpo_no_cot_model")
-DPO_MODELS = MODELS[1:]
+MODELS = ("sft_model", "cpo_model", "dpo_random_model", "cpo_no_cot_model",
+          "sft_continued_model")
+DPO_MODELS = ("cpo_model", "dpo_random_model", "cpo_no_cot_model")
+SFT_MODELS = ("sft_model", "sft_continued_model")
 # The baseline and the ablation only need to show they are wired: a few steps each.
 SHORT = {"max_steps": 4, "eval_samples": 16}
 
@@ -71,7 +73,7 @@ def test_the_four_models_materialize_through_pipes_with_a_content_version(traine
         assert _value(materialization, "global_step") > 0
         assert _value(materialization, "world_size") == 1
         assert "training_curves" in materialization.metadata
-        assert _value(materialization, "stage") == ("sft" if name == "sft_model" else "dpo")
+        assert _value(materialization, "stage") == ("sft" if name in SFT_MODELS else "dpo")
 
 
 def test_the_dpo_models_start_from_and_refer_to_the_sft_model(trained):
@@ -82,6 +84,17 @@ def test_the_dpo_models_start_from_and_refer_to_the_sft_model(trained):
     for name in DPO_MODELS:
         assert _value(materialized[name], "reference_model") == sft_dir
         assert _value(materialized[name], "base_model") == "tiny-offline"
+
+
+def test_continued_sft_starts_from_sft_model_for_as_many_steps_as_cpo_trained(trained):
+    _, result = trained
+    materialized = _materializations(result)
+    continued = materialized["sft_continued_model"]
+
+    assert _value(continued, "starting_model") == _value(materialized["sft_model"],
+                                                         "checkpoint_dir")
+    assert _value(continued, "global_step") == _value(materialized["cpo_model"], "global_step")
+    assert _value(continued, "global_step") != _value(materialized["sft_model"], "global_step")
 
 
 def test_cpo_reward_accuracy_on_its_training_pairs_ends_above_chance(trained):
@@ -162,7 +175,7 @@ def test_an_unchanged_rematerialization_is_skipped_with_the_same_data_version(tr
         assert (again[name].tags["dagster/data_version"]
                 == before[name].tags["dagster/data_version"])
         assert weights(again[name]).stat().st_mtime_ns == written[name]
-        figure = "train_loss" if name == "sft_model" else "reward_accuracy"
+        figure = "train_loss" if name in SFT_MODELS else "reward_accuracy"
         assert _value(again[name], figure) == _value(before[name], figure)
 
 
@@ -300,3 +313,29 @@ def test_the_evaluation_scales_each_models_rewards_by_the_beta_it_was_trained_wi
     assert cpo["reward_margin"].to_numpy() == pytest.approx(by_hand.to_numpy())
     assert figures["cpo_model"]["probes"]["mean reward margin"] == pytest.approx(by_hand.mean())
     assert (by_hand != 0).all()
+
+
+def test_an_evaluation_on_validate_scores_the_validate_studies_and_pairs_only(trained):
+    import pandas as pd
+
+    data_root, _ = trained
+    result = dg.materialize(
+        [defs.get_assets_def(name) for name in (*ASSETS, *MODELS, "model_evaluation")],
+        resources={**rooted_resources(data_root),
+                   "pipes_subprocess_client": dg.PipesSubprocessClient()},
+        selection=["model_evaluation"],
+        run_config=_config(model_evaluation={
+            "models": ["sft_model"], "split": "validate", "resamples": 20,
+            "max_new_tokens": 24, "meteor": False}))
+    [materialization] = [m.materialization for m in result.get_asset_materialization_events()]
+    folder = Path(_value(materialization, "report_path")).parent
+    sets = data_root / "datasets"
+    validate = load_from_disk(str(sets / "sft_dataset" / "validate"))
+    pairs = {split: set(load_from_disk(str(sets / "preference_pairs" / split))["pair_id"])
+             for split in ("validate", "test")}
+
+    assert sorted(pd.read_parquet(folder / "generations.parquet")["study_id"]) == sorted(
+        validate["study_id"])
+    scored = set(pd.read_parquet(folder / "pairs.parquet")["pair_id"])
+    assert scored == pairs["validate"] and not scored & pairs["test"]
+    assert "Scored on the validate split, not test" in _value(materialization, "report")
