@@ -104,8 +104,9 @@ def sft_model(context: dg.AssetExecutionContext, config: SFTModelConfig,
 
 cpo_model = _dpo_asset(
     "cpo_model", "preference_pairs",
-    f"Stage 2, CPO: TRL DPOTrainer (sigmoid loss, `beta` (default {TrainingConfig.beta}), "
-    "LoRA, vision tower frozen) on preference_pairs — chosen the factual trajectory, rejected its counterfactual — starting "
+    f"Stage 2, CPO: TRL DPOTrainer (sigmoid DPO plus NLL on chosen at `sft_loss_weight`, the "
+    f"authors' loss; `beta` (default {TrainingConfig.beta}), LoRA, vision tower frozen) on "
+    "preference_pairs — chosen the factual trajectory, rejected its counterfactual — starting "
     "from sft_model, which is also the reference.")
 dpo_random_model = _dpo_asset(
     "dpo_random_model", "random_negative_pairs",

@@ -30,7 +30,7 @@ SHORT = {"max_steps": 4, "eval_samples": 16}
 
 def materialize(data_root, selection, run_config=None, raise_on_error=True, **settings):
     return dg.materialize(
-        [defs.get_assets_def(name) for name in (*ASSETS, *MODELS)],
+        [defs.get_assets_def(name) for name in (*ASSETS, *MODELS, "model_evaluation")],
         resources={**rooted_resources(data_root, **settings),
                    "pipes_subprocess_client": dg.PipesSubprocessClient()},
         selection=list(selection), run_config=run_config, raise_on_error=raise_on_error)
@@ -287,14 +287,9 @@ def test_the_evaluation_scales_each_models_rewards_by_the_beta_it_was_trained_wi
 
     data_root = Path(shutil.copytree(trained[0], tmp_path / "data"))
     materialize(data_root, ["cpo_model"], _config(cpo_model={**SHORT, "beta": 0.3}))
-    result = dg.materialize(
-        [defs.get_assets_def(name) for name in (*ASSETS, *MODELS, "model_evaluation")],
-        resources={**rooted_resources(data_root),
-                   "pipes_subprocess_client": dg.PipesSubprocessClient()},
-        selection=["model_evaluation"],
-        run_config=_config(model_evaluation={
-            "models": ["sft_model", "cpo_model"], "max_pairs": 6, "resamples": 20,
-            "max_new_tokens": 24, "meteor": False}))
+    result = materialize(data_root, ["model_evaluation"], _config(model_evaluation={
+        "models": ["sft_model", "cpo_model"], "max_pairs": 6, "resamples": 20,
+        "max_new_tokens": 24, "meteor": False}))
     [materialization] = [m.materialization for m in result.get_asset_materialization_events()]
     folder = Path(_value(materialization, "report_path")).parent
     pairs = pd.read_parquet(folder / "pairs.parquet").set_index(["model", "pair_id"])
@@ -319,14 +314,9 @@ def test_an_evaluation_on_validate_scores_the_validate_studies_and_pairs_only(tr
     import pandas as pd
 
     data_root, _ = trained
-    result = dg.materialize(
-        [defs.get_assets_def(name) for name in (*ASSETS, *MODELS, "model_evaluation")],
-        resources={**rooted_resources(data_root),
-                   "pipes_subprocess_client": dg.PipesSubprocessClient()},
-        selection=["model_evaluation"],
-        run_config=_config(model_evaluation={
-            "models": ["sft_model"], "split": "validate", "resamples": 20,
-            "max_new_tokens": 24, "meteor": False}))
+    result = materialize(data_root, ["model_evaluation"], _config(model_evaluation={
+        "models": ["sft_model"], "split": "validate", "resamples": 20,
+        "max_new_tokens": 24, "meteor": False}))
     [materialization] = [m.materialization for m in result.get_asset_materialization_events()]
     folder = Path(_value(materialization, "report_path")).parent
     sets = data_root / "datasets"
