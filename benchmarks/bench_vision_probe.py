@@ -16,7 +16,7 @@ Tower features are the mean and the maximum of its patch embeddings, what the la
 reads as image tokens. The gate: the pretrained tower reaches AUC >= 0.90 on validate for each
 of the five; the bench exits 1 when one does not.
 
-    .venv/bin/python benchmarks/bench_vision_probe.py [--patients 3000] [--json out.json]
+    .venv/bin/python benchmarks/bench_vision_probe.py [--patients 2500] [--json out.json]
 """
 
 from __future__ import annotations
@@ -148,7 +148,8 @@ def print_result(result: dict) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--patients", type=int, default=3000)
+    parser.add_argument("--patients", type=int, default=2500,
+                        help="cohort size (default: the CPU experiment's)")
     parser.add_argument("--cohort-seed", type=int, default=0)
     parser.add_argument("--seed", type=int, default=0, help="the tower's and pretraining's seed")
     parser.add_argument("--epochs", type=int, help="pretraining epochs (default: training's, "
