@@ -37,6 +37,7 @@ from cpo_pipeline.evaluation.runner import (
     held_out_pairs,
     report_folder,
     score_models,
+    split_note,
     write_file,
     write_tables,
 )
@@ -143,9 +144,8 @@ def _evaluate(context, config: EvaluationConfig, data_root: Path, test: list[dic
     floor = FloorFigures.of(truth.labels, [row["subject_id"] for row in test],
                             resamples=config.resamples, seed=config.seed)
     notes = [f"Not evaluated (not materialized): {', '.join(skipped)}."] if skipped else []
-    if config.split != "test":
-        notes.insert(0, f"Scored on the {config.split} split, not test: for choosing, not "
-                     "for reporting.")
+    if split_note(config.split):
+        notes.insert(0, split_note(config.split))
     patients = len({row["subject_id"] for row in test})
     write_tables(folder, scored, "model")
     write_file(folder / "figures.json", figures_summary(

@@ -33,6 +33,7 @@ from cpo_pipeline.evaluation.runner import (
     held_out_pairs,
     report_folder,
     score_models,
+    split_note,
     write_file,
     write_tables,
 )
@@ -327,8 +328,7 @@ def _evaluate_staged(context, config, data_root: Path, manifest: dict,
     write_file(folder / "staged.json", json.dumps(
         figures.summary(manifest["reference"], manifest["stages"]), indent=1, default=float))
     write_file(folder / "accuracy_by_stage.png", staged_png(figures.matrices, figures.initial))
-    scored_on = ("" if config.split == "test" else f"> Scored on the {config.split} split, "
-                 "not test: for choosing, not for reporting.\n\n")
+    scored_on = f"> {split_note(config.split)}\n\n" if split_note(config.split) else ""
     write_file(folder / REPORT, scored_on + figures.markdown(manifest["reference"]))
 
 

@@ -118,7 +118,6 @@ cpo_no_cot_model = _dpo_asset(
     "lines only), from sft_model.")
 
 
-
 @dg.asset(
     group_name=_GROUP,
     code_version=TRAINING_VERSION,

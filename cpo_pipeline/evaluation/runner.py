@@ -53,6 +53,12 @@ def _scored_split(split: str) -> str:
     return split
 
 
+def split_note(split: str) -> str | None:
+    """What a report scored on `split` says of it (None for test, the reported split)."""
+    return None if split == "test" else (f"Scored on the {split} split, not test: for "
+                                         "choosing, not for reporting.")
+
+
 def test_rows(data_root: Path, split: str = "test") -> list[dict]:
     """The `split` (test, or validate) of sft_dataset: the studies an evaluation scores."""
     rows = _rows(data_layout.dataset(data_root, "sft_dataset") / _scored_split(split))

@@ -144,8 +144,8 @@ def launch_training(
                          "first (a split without rows is not written)")
     try:
         training, options = resolve_training(
-            {**config.model_dump(), **(overrides or {})}, stage=stage, train_dir=train_dir, eval_dir=eval_dir,
-            dataset_name=dataset_name, start=start, reference=reference)
+            {**config.model_dump(), **(overrides or {})}, stage=stage, train_dir=train_dir,
+            eval_dir=eval_dir, dataset_name=dataset_name, start=start, reference=reference)
     except TrainingConfigError as error:
         raise dg.Failure(description=str(error)) from None
     plan = plan_run(data_root, asset, training, start, reference)
