@@ -165,15 +165,22 @@ def _try(data_root: Path, plan: Plan, method: str, config: Mapping, resamples: i
             "floor": figures_of(metadata, "floor")}
 
 
+def _select(data_root: Path, plan: Plan, method: str, resamples: int) -> dict:
+    """`method` over its grid on validate (seed 0): every candidate, the recipe default scored
+    beside, and the choice."""
+    candidates = [_try(data_root, plan, method, config, resamples)
+                  for config in grid(plan, method)]
+    default = _try(data_root, plan, method, {}, resamples)
+    return {"candidates": candidates, "default": default, "chosen": choose(candidates)}
+
+
 def select_sft(data_root: Path, plan: Plan, resamples: int) -> dict:
     """SFT over its grid on validate (seed 0), the choice, its default and the gate."""
-    candidates = [_try(data_root, plan, SFT_METHOD, config, resamples)
-                  for config in grid(plan, SFT_METHOD)]
-    default = _try(data_root, plan, SFT_METHOD, {}, resamples)
-    chosen = choose(candidates)
+    selection = _select(data_root, plan, SFT_METHOD, resamples)
+    chosen = selection["chosen"]
     reasons = (["no SFT configuration parses >= 95% on validate"] if chosen is None
                else gate(chosen["figures"], chosen["floor"]))
-    return {"candidates": candidates, "default": default, "chosen": chosen, "gate": reasons}
+    return {**selection, "gate": reasons}
 
 
 def select_later(data_root: Path, plan: Plan, sft_config: Mapping, resamples: int,
@@ -181,14 +188,8 @@ def select_later(data_root: Path, plan: Plan, sft_config: Mapping, resamples: in
     """Each later method over its grid on validate, from the chosen SFT (seed 0). cpo_model
     goes first: continued SFT takes as many steps as it trained."""
     train(data_root, plan, SFT_METHOD, sft_config, seed=0)
-    selected = {}
-    for method in sorted(methods, key=lambda m: m != CPO):
-        candidates = [_try(data_root, plan, method, config, resamples)
-                      for config in grid(plan, method)]
-        default = _try(data_root, plan, method, {}, resamples)
-        selected[method] = {"candidates": candidates, "default": default,
-                            "chosen": choose(candidates)}
-    return selected
+    return {method: _select(data_root, plan, method, resamples)
+            for method in sorted(methods, key=lambda m: m != CPO)}
 
 
 def _answers(folder: Path, studies: pd.DataFrame) -> tuple[dict[str, pd.DataFrame], pd.DataFrame,
