@@ -192,15 +192,16 @@ def select_later(data_root: Path, plan: Plan, sft_config: Mapping, resamples: in
             for method in sorted(methods, key=lambda m: m != CPO)}
 
 
-def _answers(folder: Path, studies: pd.DataFrame) -> tuple[dict[str, pd.DataFrame], pd.DataFrame,
-                                                            np.ndarray]:
-    """Per model, its parsed answers in study order; the references; the patients."""
+def answers_of(folder: Path, studies: pd.DataFrame, column: str = "model"
+               ) -> tuple[dict[str, pd.DataFrame], pd.DataFrame, np.ndarray]:
+    """Per model (named in the generations' `column`), its parsed answers in study order; the
+    references; the patients."""
     from cpo_pipeline.evaluation.classification import reference_answers
     from cpo_pipeline.radiology.chexpert import CHEXPERT_LABELS
 
     generations = pd.read_parquet(folder / "generations.parquet")
     answers = {model: rows.sort_values("study_id").reset_index(drop=True)
-               for model, rows in generations.groupby("model")}
+               for model, rows in generations.groupby(column)}
     order = next(iter(answers.values()))
     labels = studies.set_index("study_id").loc[order["study_id"], list(CHEXPERT_LABELS)]
     return answers, reference_answers(labels.reset_index(drop=True)), order["subject_id"].to_numpy()
@@ -224,14 +225,14 @@ def final_runs(data_root: Path, plan: Plan, configs: Mapping[str, Mapping], seed
             train(data_root, plan, CPO, {**cpo, "sft_loss_weight": weight}, seed)
             folder, _ = evaluate(data_root, plan, [CPO], "test", probes=plan.final_probes,
                                  resamples=resamples)
-            variant, reference, subjects = _answers(folder, studies)
+            variant, reference, subjects = answers_of(folder, studies)
             answers[f"{CPO} (NLL {weight:g})"] = variant[CPO]
             folders.append(str(folder))
         for method in sorted(LATER, key=lambda m: m != CPO):
             train(data_root, plan, method, configs[method], seed)
         folder, _ = evaluate(data_root, plan, METHODS, "test", probes=plan.final_probes,
                              resamples=resamples)
-        main, reference, subjects = _answers(folder, studies)
+        main, reference, subjects = answers_of(folder, studies)
         answers.update(main)
         folders.append(str(folder))
         per_seed.append({"seed": seed, "answers": answers, "reference": reference,

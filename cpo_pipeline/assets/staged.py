@@ -4,9 +4,15 @@ non-stationary setting of the paper's title (job `staged_tuning`).
 `cxr_studies.stage` (0..n-1, from each study's place in its patient's course) splits every
 training set's train split into stages. SFT on stage 0 is the starting point; each method is
 then tuned stage after stage, stage k starting from the method's model of stage k-1:
-- `sft`: SFT continued on each later stage (its stage 0 is the starting point itself);
+- `sft`: SFT continued on each stage's SFT rows. Step-matched to CPO when `cpo` is tuned too
+  and the continued-SFT config leaves `max_steps` at -1: every stage, stage 0 included, takes
+  as many optimizer steps as that stage's CPO run (the control sft_continued_model is for the
+  unstaged models). Otherwise its stage 0 is the starting point itself and later stages train
+  for the config's epochs or `max_steps`;
 - `cpo`, `dpo_random`, `cpo_no_cot`: the DPO recipe on the stage's preference_pairs,
   random_negative_pairs or diagnosis_only_pairs, stage 0 starting from the stage-0 SFT model.
+Each method can have its own config (`continued_sft`, `cpo`, `dpo_random`, `cpo_no_cot`; unset,
+`sft` or `dpo`): the learning rate and NLL weight a protocol selected per method.
 The DPO reference is the stage-0 SFT model (`reference: sft`, as the paper keeps its SFT model)
 or the model the stage starts from (`reference: previous`). Every run goes through the same
 launcher as the model assets (Pipes, keyed by content, reused when unchanged), under
@@ -53,7 +59,8 @@ from cpo_pipeline.wiring.training_launch import (
     launch_training,
 )
 
-STAGED_VERSION = "1"
+# "2": the continued-SFT method step-matched to CPO, per-method configs.
+STAGED_VERSION = "2"
 # The evaluation's own: "2" added the No Finding floor and the exact-answer matrices, "3" the
 # macro-F1 (five) and parse-rate matrices and answer lines alone parsing as answers.
 STAGED_EVALUATION_VERSION = "3"
@@ -155,7 +162,8 @@ def staged_training_sets(context: dg.AssetExecutionContext, settings: PipelineSe
 class StagedModelsConfig(dg.Config):
     methods: list[str] = Field(
         default_factory=lambda: list(METHOD_SETS),
-        description=f"Which methods to tune stage after stage: {', '.join(METHOD_SETS)}.")
+        description=f"Which methods to tune stage after stage: {', '.join(METHOD_SETS)} ([]: "
+        "the stage-0 SFT model alone).")
     reference: str = Field(
         default="sft",
         description="The DPO reference of every stage: 'sft' (the stage-0 SFT model, as the "
@@ -164,7 +172,29 @@ class StagedModelsConfig(dg.Config):
         default_factory=SFTModelConfig,
         description="The SFT runs' config (stage 0 and the continued-SFT method).")
     dpo: DPOModelConfig = Field(
-        default_factory=DPOModelConfig, description="The DPO runs' config (every DPO method).")
+        default_factory=DPOModelConfig,
+        description="The DPO runs' config (every DPO method without its own below).")
+    continued_sft: SFTModelConfig | None = Field(
+        default=None,
+        description="The continued-SFT method's (`sft`) runs, when they differ from stage 0's "
+        "`sft`. With `max_steps` -1 and `cpo` tuned too, each stage takes as many optimizer "
+        "steps as that stage's CPO run, stage 0 included.")
+    cpo: DPOModelConfig | None = Field(default=None, description="cpo's runs (unset: `dpo`).")
+    dpo_random: DPOModelConfig | None = Field(
+        default=None, description="dpo_random's runs (unset: `dpo`).")
+    cpo_no_cot: DPOModelConfig | None = Field(
+        default=None, description="cpo_no_cot's runs (unset: `dpo`).")
+
+    def method_config(self, method: str) -> dg.Config:
+        """The config `method`'s runs train with after stage 0's SFT."""
+        if method == "sft":
+            return self.continued_sft or self.sft
+        return getattr(self, method) or self.dpo
+
+    def step_matched(self) -> bool:
+        """Whether the continued-SFT method takes CPO's optimizer steps, stage by stage."""
+        return ("sft" in self.methods and "cpo" in self.methods
+                and self.method_config("sft").max_steps == -1)
 
 
 def _entry(data_root: Path, method: str, stage: int, trained: TrainedRun) -> dict:
@@ -185,14 +215,16 @@ def _entry(data_root: Path, method: str, stage: int, trained: TrainedRun) -> dic
     kinds={"pytorch"},
     description="SFT on stage 0, then each method (continued SFT, CPO, random-negative DPO, "
     "CPO without CoT) tuned stage after stage from its previous stage's model, the reference "
-    "being the stage-0 SFT model or the previous model (`reference`). Each run is launched "
-    "like the model assets' (Pipes; reused when its inputs and config are unchanged).",
+    "being the stage-0 SFT model or the previous model (`reference`); continued SFT takes "
+    "each stage's CPO steps when both are tuned, and each method may have its own config. "
+    "Each run is launched like the model assets' (Pipes; reused when its inputs and config "
+    "are unchanged).",
 )
 def staged_models(context: dg.AssetExecutionContext, config: StagedModelsConfig,
                   settings: PipelineSettings,
                   pipes_subprocess_client: dg.PipesSubprocessClient) -> dg.MaterializeResult:
     unknown = sorted(set(config.methods) - set(METHOD_SETS))
-    if unknown or not config.methods:
+    if unknown:
         raise dg.Failure(description=f"methods must be some of {list(METHOD_SETS)}, got "
                          f"{config.methods}")
     if config.reference not in REFERENCES:
@@ -203,32 +235,36 @@ def staged_models(context: dg.AssetExecutionContext, config: StagedModelsConfig,
                       "materialize staged_training_sets first")
     n_stages = sets["stages"]
 
-    def launch(method: str, stage: int, start: StartingModel,
-               reference: StartingModel | None) -> TrainedRun:
+    def launch(method: str, stage: int, start: StartingModel, reference: StartingModel | None,
+               run_config: dg.Config, overrides: dict | None = None) -> TrainedRun:
         dataset = METHOD_SETS[method]
-        kind = SFT if method == "sft" else DPO
         context.log.info(f"staged_models: {method} stage {stage + 1}/{n_stages} on {dataset}")
         return launch_training(
-            context, _ASSET, kind, f"{dataset}@stage-{stage}",
-            stage_split(data_root, stage, dataset), None,
-            config.sft if kind == SFT else config.dpo, data_root, pipes_subprocess_client,
-            start, reference)
+            context, _ASSET, SFT if method == "sft" else DPO, f"{dataset}@stage-{stage}",
+            stage_split(data_root, stage, dataset), None, run_config, data_root,
+            pipes_subprocess_client, start, reference, overrides)
 
-    first = launch("sft", 0, policy_start(settings.resolve().policy_model), None)
+    first = launch("sft", 0, policy_start(settings.resolve().policy_model), None, config.sft)
     initial = trained_start(first.run, first.data_version)
     runs = {INITIAL: [_entry(data_root, "sft", 0, first)]}
-    for method in config.methods:
+    matched = config.step_matched()
+    # CPO first: a step-matched continued SFT takes as many steps as its stage's CPO run.
+    for method in sorted(config.methods, key=lambda m: m != "cpo"):
         start, entries = initial, []
         for stage in range(n_stages):
-            if method == "sft" and stage == 0:
+            if method == "sft" and stage == 0 and not matched:
                 trained = first
             else:
+                overrides = ({"max_steps": runs["cpo"][stage]["global_step"]}
+                             if method == "sft" and matched else None)
                 # The stage-0 run starts from the SFT model, its own reference either way.
                 refer = initial if config.reference == "sft" and start is not initial else None
-                trained = launch(method, stage, start, None if method == "sft" else refer)
+                trained = launch(method, stage, start, None if method == "sft" else refer,
+                                 config.method_config(method), overrides)
             entries.append(_entry(data_root, method, stage, trained))
             start = trained_start(trained.run, trained.data_version)
         runs[method] = entries
+    runs = {name: runs[name] for name in (INITIAL, *config.methods)}
     manifest = {"version": STAGED_VERSION, "stages": n_stages, "reference": config.reference,
                 "runs": runs}
     _write_json(_manifest_path(data_root, "models.json"), manifest)
@@ -251,7 +287,17 @@ StagedEvaluationConfig = scoring_config(
     "StagedEvaluationConfig",
     ("max_new_tokens", "batch_size", "resamples", "seed", "max_pairs", "probe_studies",
      "split"),
-    defaults={"batch_size": 16, "resamples": 200, "max_pairs": 100, "probe_studies": 150})
+    defaults={"batch_size": 16, "resamples": 200, "max_pairs": 100, "probe_studies": 150},
+    methods=(list[str] | None, Field(
+        default=None,
+        description="Score only these methods' models, beside the stage-0 SFT model (unset: "
+        "every method staged_models tuned; [] the stage-0 SFT model alone, e.g. a gate on "
+        "validate before scoring the rest).")),
+    final_only=(bool, Field(
+        default=False,
+        description="Score each method's model after the last stage only (and the stage-0 SFT "
+        "model): what a comparison of methods needs, without the after-stage-k rows of the "
+        "matrices, forgetting or backward transfer.")))
 
 
 @dg.asset(
@@ -274,6 +320,17 @@ def staged_evaluation(context: dg.AssetExecutionContext, config: StagedEvaluatio
     data_root = settings.data_root_path()
     manifest = _read_json(data_root, _manifest_path(data_root, "models.json"),
                           "materialize staged_models first")
+    if config.methods is not None:
+        missing = sorted(set(config.methods) - set(manifest["runs"]) - {INITIAL})
+        if missing:
+            raise dg.Failure(description=f"methods {missing} were not tuned by staged_models "
+                             f"(its manifest has {sorted(set(manifest['runs']) - {INITIAL})})")
+        kept = {name: entries for name, entries in manifest["runs"].items()
+                if name == INITIAL or name in config.methods}
+        manifest = {**manifest, "runs": kept}
+    if config.final_only:
+        manifest = {**manifest, "runs": {name: entries if name == INITIAL else entries[-1:]
+                                         for name, entries in manifest["runs"].items()}}
     test = test_studies(data_root, config.split)
     check = leakage_check(data_root, test, "staged_evaluation_sees_no_training_data")
     models = {}  # data version -> model dir, each model once (sft's stage 0 is the initial one)

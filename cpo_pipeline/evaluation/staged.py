@@ -99,10 +99,10 @@ def stage_matrix(per_stage: Mapping[int, pd.DataFrame], label: str = AVERAGE_FIV
 
 def forgetting(matrix: pd.DataFrame) -> float | None:
     """Mean over earlier test stages of (best accuracy before the last stage - accuracy after
-    the last); None with a single stage."""
+    the last); None with a single stage or only the last stage's row."""
     last = matrix.index.max()
     earlier = [j for j in matrix.columns if j < last]
-    if not earlier:
+    if not earlier or len(matrix.index) < 2:
         return None
     drops = [matrix.loc[[k for k in matrix.index if j <= k < last], j].max()
              - matrix.loc[last, j] for j in earlier]

@@ -41,10 +41,10 @@ DPO = {**_QUIET, "max_steps": 2}
 EVALUATION = {"max_pairs": 6, "max_new_tokens": 64, "resamples": 50, "probe_studies": 10}
 
 
-def materialize(data_root, selection, models=None, raise_on_error=True):
+def materialize(data_root, selection, models=None, raise_on_error=True, evaluation=None):
     config = {"staged_models": {"config": {"methods": ["sft", "cpo"], "sft": SFT, "dpo": DPO,
                                            **(models or {})}},
-              "staged_evaluation": {"config": EVALUATION}}
+              "staged_evaluation": {"config": {**EVALUATION, **(evaluation or {})}}}
     return dg.materialize(
         [defs.get_assets_def(name) for name in (*ASSETS, *STAGED)],
         resources={**rooted_resources(data_root),
@@ -216,6 +216,65 @@ def test_an_unknown_method_fails_with_the_choices(staged):
     [failure] = [event for event in result.all_events if event.is_step_failure]
     assert "methods must be some of ['sft', 'cpo', 'dpo_random', 'cpo_no_cot']" in str(
         failure.event_specific_data.error)
+
+
+def test_continued_sft_takes_each_stages_cpo_steps_and_a_method_trains_with_its_own_config(
+        staged):
+    data_root, _ = staged
+    initial = _manifest(data_root)["runs"][INITIAL][0]
+    # continued_sft leaves max_steps at -1: matched to CPO, whose own config sets 3 steps and
+    # a learning rate of its own (dpo's runs take 2 steps at the recipe's rate).
+    materialize(data_root, ["staged_models"], {
+        "continued_sft": {**_QUIET, "learning_rate": 2e-4},
+        "cpo": {**DPO, "max_steps": 3, "learning_rate": 1e-4}})
+    runs = _manifest(data_root)["runs"]
+    assert list(runs) == [INITIAL, "sft", "cpo"]
+    assert [e["global_step"] for e in runs["cpo"]] == [3, 3, 3]
+    assert [e["global_step"] for e in runs["sft"]] == [3, 3, 3]
+    # Stage 0 is trained too (from the stage-0 SFT model), not the stage-0 SFT model itself.
+    assert runs["sft"][0]["data_version"] != initial["data_version"]
+    first = run_dirs.read_summary(data_root / runs["sft"][0]["run_dir"])
+    assert first["starting_model"] == str(run_dirs.model_dir(data_root / initial["run_dir"]))
+    for method, rate in (("sft", 2e-4), ("cpo", 1e-4)):
+        for entry in runs[method]:
+            config = json.loads((data_root / entry["run_dir"] / run_dirs.RUN_CONFIG).read_text())
+            assert config["learning_rate"] == rate, (method, entry["stage"])
+    # Put the fixture's manifest back for the tests that read it after this one.
+    materialize(data_root, ["staged_models"])
+
+
+def test_the_staged_evaluation_scores_the_methods_and_stages_asked_for(staged):
+    data_root, _ = staged
+    runs = _manifest(data_root)["runs"]
+
+    def scored(evaluation):
+        metadata = _metadata(materialize(data_root, ["staged_evaluation"],
+                                         evaluation=evaluation), "staged_evaluation")
+        folder = (data_root / metadata["report_path"]).parent
+        generations = pd.read_parquet(folder / "generations.parquet")
+        return (set(generations["model_version"]),
+                json.loads((folder / "staged.json").read_text()), folder)
+
+    # The stage-0 SFT model alone, on validate: what a gate reads before the rest is scored.
+    versions, summary, folder = scored({"methods": [], "split": "validate"})
+    assert versions == {runs[INITIAL][0]["data_version"]}
+    assert summary["methods"] == {}
+    validate = load_from_disk(str(data_layout.dataset(data_root, "sft_dataset") / "validate"))
+    assert sum(summary["test_studies"].values()) == len(validate)
+    assert "validate" in (folder / "report.md").read_text().splitlines()[0]
+
+    versions, summary, _ = scored({"final_only": True, "methods": ["cpo"]})
+    assert versions == {runs[INITIAL][0]["data_version"], runs["cpo"][-1]["data_version"]}
+    [(method, figures)] = summary["methods"].items()
+    assert method == "cpo"
+    assert list(figures["macro_f1_five_matrix"]) == ["2"]
+    assert figures["forgetting"] is None and figures["backward_transfer"] is None
+
+    result = materialize(data_root, ["staged_evaluation"], evaluation={"methods": ["dpo_random"]},
+                         raise_on_error=False)
+    [failure] = [event for event in result.all_events if event.is_step_failure]
+    assert "methods ['dpo_random'] were not tuned by staged_models (its manifest has " \
+           "['cpo', 'sft'])" in str(failure.event_specific_data.error)
 
 
 def test_staged_sets_where_older_code_wrote_them_fail_naming_where_they_moved(tmp_path):
