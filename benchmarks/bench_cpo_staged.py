@@ -40,7 +40,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_cpo_synthetic import (
     CONTINUED,
     CPO,
+    GENERATION,
     METHODS,
+    QUIET_TRAINING,
     SFT_METHOD,
     aggregate,
     answers_of,
@@ -106,7 +108,7 @@ def selected_configs(selection: Mapping | None) -> dict[str, dict]:
 def run_config(plan: Plan, configs: Mapping[str, Mapping], seed: int, *, split: str,
                methods: Sequence[str], final_only: bool, resamples: int) -> dict:
     """The staged assets' run config: `methods` tuned at their configurations, at `seed`."""
-    common = {"seed": seed, "report_to": "none", "eval_samples": 0, "sample_max_new_tokens": 0}
+    common = {"seed": seed, **QUIET_TRAINING}
     models = {"reference": plan.reference, "methods": list(methods),
               "sft": {**common, "num_train_epochs": plan.sft_epochs, **plan.sft,
                       **configs[SFT_METHOD]},
@@ -115,7 +117,7 @@ def run_config(plan: Plan, configs: Mapping[str, Mapping], seed: int, *, split: 
         field_name = "continued_sft" if method == "sft" else method
         models[field_name] = {**common, **plan.later, **configs[STAGED_NAMES[method]]}
     evaluation = {"split": split, "final_only": final_only, "resamples": resamples, "seed": 0,
-                  "max_new_tokens": 128, "batch_size": 32, "max_pairs": plan.max_pairs,
+                  **GENERATION, "max_pairs": plan.max_pairs,
                   "probe_studies": plan.probes}
     return {"ops": {"staged_models": {"config": models},
                     "staged_evaluation": {"config": evaluation}}}

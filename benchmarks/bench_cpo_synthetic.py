@@ -56,6 +56,10 @@ METHODS = (SFT_METHOD, *LATER)
 # The gate on the testbed itself (issue 28): below it, the comparison measures the testbed.
 GATE_EXACT_OVER_FLOOR, GATE_MACRO_F1_FIVE = 0.15, 0.40
 SELECTION_PARSE_RATE = 0.95
+# Every training run's: no tracking, no in-training evaluation or samples (scored afterwards).
+QUIET_TRAINING = {"report_to": "none", "eval_samples": 0, "sample_max_new_tokens": 0}
+# Every evaluation's generation settings.
+GENERATION = {"max_new_tokens": 128, "batch_size": 32}
 
 
 @dataclass(frozen=True)
@@ -99,7 +103,7 @@ def grid(plan: Plan, method: str) -> list[dict]:
 
 def run_config(plan: Plan, method: str, config: Mapping, seed: int) -> dict:
     """`method`'s run config: `config` (a grid point, or {} for the recipe's defaults) at `seed`."""
-    common = {"seed": seed, "report_to": "none", "eval_samples": 0, "sample_max_new_tokens": 0}
+    common = {"seed": seed, **QUIET_TRAINING}
     if method == SFT_METHOD:
         return {**common, "num_train_epochs": plan.sft_epochs, **plan.sft, **config}
     return {**common, **(plan.sft if method == CONTINUED else plan.later), **config}
@@ -114,7 +118,7 @@ def evaluate(data_root: Path, plan: Plan, models: Sequence[str], split: str, *, 
              resamples: int, seed: int = 0) -> tuple[Path, dict]:
     """`model_evaluation` of `models` (their current runs) on `split`: its folder and metadata."""
     config = {"models": list(models), "split": split, "resamples": resamples, "seed": seed,
-              "meteor": False, "max_new_tokens": 128, "batch_size": 32,
+              "meteor": False, **GENERATION,
               "max_pairs": probes, "probe_studies": probes}
     result = materialize_under(data_root, ["model_evaluation"],
                                {"ops": {"model_evaluation": {"config": config}}})

@@ -170,7 +170,8 @@ class StagedModelsConfig(dg.Config):
         "paper keeps its SFT model) or 'previous' (the model the stage starts from).")
     sft: SFTModelConfig = Field(
         default_factory=SFTModelConfig,
-        description="The SFT runs' config (stage 0 and the continued-SFT method).")
+        description="The stage-0 SFT run's config (and the continued-SFT method's unless "
+        "`continued_sft` is set).")
     dpo: DPOModelConfig = Field(
         default_factory=DPOModelConfig,
         description="The DPO runs' config (every DPO method without its own below).")

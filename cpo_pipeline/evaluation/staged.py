@@ -171,6 +171,8 @@ def staged_markdown(matrices: Mapping[str, pd.DataFrame], initial: pd.Series,
             f"{_signed(forgetting(primary))} | {_percent(float(parsed.iloc[-1].mean()))} | "
             f"{_percent(float(matrix.iloc[-1].mean()))} | {_signed(forgetting(matrix))} | "
             f"{_signed(backward_transfer(matrix))} |")
+    if not matrices:  # an empty table would read as a failed run
+        summary = ["## Summary", "", "No method was scored: the stage-0 SFT model alone."]
     lines += summary
     for figure, title in MATRIX_FIGURES.items():
         lines += ["", f"## {figure} after each stage", "", title, "",

@@ -261,7 +261,10 @@ def test_the_staged_evaluation_scores_the_methods_and_stages_asked_for(staged):
     assert summary["methods"] == {}
     validate = load_from_disk(str(data_layout.dataset(data_root, "sft_dataset") / "validate"))
     assert sum(summary["test_studies"].values()) == len(validate)
-    assert "validate" in (folder / "report.md").read_text().splitlines()[0]
+    report = (folder / "report.md").read_text()
+    assert "validate" in report.splitlines()[0]
+    assert "No method was scored: the stage-0 SFT model alone" in report
+    assert "| method | final" not in report
 
     versions, summary, _ = scored({"final_only": True, "methods": ["cpo"]})
     assert versions == {runs[INITIAL][0]["data_version"], runs["cpo"][-1]["data_version"]}
