@@ -102,6 +102,16 @@ class TrainingConfig:
         "SFT split's answer labels apart in its images (a probe head, then dropped), standing "
         "in for a real VLM's pretrained image encoder; 0: leave the tower random (it then "
         "gives the language model nothing to condition on)."))
+    tiny_vision_corpus_images: int = field(default=0, metadata=_help(
+        f"For '{TINY_MODEL}' only: pretrain its vision tower on a separate rendered corpus of "
+        "this many phantom radiographs (every finding painted independently; "
+        "training/vision_corpus.py) instead of the SFT split's images, as a real encoder was "
+        "pretrained on far more images than any fine-tuning set. The tower is made once per "
+        "size, corpus and epochs and shared by every run and seed (cached under "
+        "tiny_vision_cache_dir); 0: the SFT split's images."))
+    tiny_vision_cache_dir: str | None = field(default=None, metadata=_help(
+        "Where corpus-pretrained towers are kept for later runs (the assets set "
+        "<data_root>/models/vision_tower); None: pretrained in the run, not kept."))
     tiny_model_size: str = field(default="tiny", metadata=_help(
         f"For '{TINY_MODEL}' only: 'tiny' (about 0.2 M parameters, the CPU default) or 'small' "
         "(about 38 M, the same LLaVA layout at a size a GPU trains in minutes)."))
@@ -228,6 +238,9 @@ class TrainingConfig:
         if self.tiny_model_size not in OFFLINE_SIZES:
             errors.append(f"tiny_model_size must be one of {OFFLINE_SIZES}, got "
                           f"{self.tiny_model_size!r}")
+        if self.tiny_vision_corpus_images < 0:
+            errors.append("tiny_vision_corpus_images must be >= 0, got "
+                          f"{self.tiny_vision_corpus_images}")
         if self.tiny_vision_pretraining_epochs < 0:
             errors.append("tiny_vision_pretraining_epochs must be >= 0, got "
                           f"{self.tiny_vision_pretraining_epochs}")
@@ -275,6 +288,7 @@ _NOT_IN_RUN_KEY = frozenset({
     "dataset_dir", "eval_dataset_dir", "output_dir", "dataset_name", "model_name_or_path",
     "ref_model_name_or_path", "report_to", "mlflow_tracking_uri", "mlflow_experiment", "run_name",
     "logging_steps", "save_steps", "save_total_limit", "use_cpu", "cpu_threads",
+    "tiny_vision_cache_dir",
 })
 
 

@@ -35,6 +35,8 @@ ENTRY_POINT = "cpo_pipeline.training.train"
 # The code version of every training run (the model assets' and the staged runs'): part of the
 # run key, so bumping it retrains instead of reusing.
 TRAINING_VERSION = "1"
+# Where corpus-pretrained vision towers of the tiny model are kept, beside the models folders.
+VISION_TOWERS = "vision_tower"
 
 
 def model_identity(name_or_path: str) -> str:
@@ -192,6 +194,8 @@ def prepare_launch(plan: PlannedRun, data_root: Path, asset: str, options: Launc
     if options.force:
         (run / MLFLOW_RUN_ID).unlink(missing_ok=True)
     training = replace(plan.config, output_dir=str(run), run_name=f"{asset}-{run.name}",
-                       mlflow_tracking_uri=tracking_uri(data_root))
+                       mlflow_tracking_uri=tracking_uri(data_root),
+                       tiny_vision_cache_dir=plan.config.tiny_vision_cache_dir
+                       or str(data_layout.models(data_root, VISION_TOWERS)))
     return launch_command(training.write(run / run_dirs.RUN_CONFIG), options.num_processes,
                           options.accelerate_config)

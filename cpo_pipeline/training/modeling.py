@@ -120,10 +120,18 @@ def labelled_images(rows) -> tuple[list, list[tuple[str, ...]], tuple[str, ...]]
 
 
 def build_tiny(texts: Iterable[str], out_dir: Path, seed: int, vision_examples=None,
-               vision_epochs: int = 0, size: str = "tiny") -> Path:
+               vision_epochs: int = 0, size: str = "tiny", corpus_images: int = 0,
+               tower_cache: str | None = None) -> Path:
     """The offline model at `size` (`tiny_model.OFFLINE_SIZES`), its tokenizer trained on
-    `texts` and its vision tower on `vision_examples` (see `tiny_model.build_tiny_model`),
-    saved into `out_dir`."""
+    `texts` and its vision tower on `vision_examples` (see `tiny_model.build_tiny_model`) or,
+    with `corpus_images`, on a rendered corpus that size (`vision_corpus.pretrained_tower`,
+    kept in `tower_cache`), saved into `out_dir`."""
     spec = replace(OFFLINE_SIZES[size], seed=seed)
-    return build_tiny_model(texts, spec, out_dir=out_dir,
-                            vision_examples=vision_examples, vision_epochs=vision_epochs)
+    tower = None
+    if corpus_images > 0 and vision_epochs > 0:
+        from cpo_pipeline.training.vision_corpus import pretrained_tower
+
+        tower = pretrained_tower(spec, corpus_images, vision_epochs,
+                                 Path(tower_cache) if tower_cache else None)
+    return build_tiny_model(texts, spec, out_dir=out_dir, vision_examples=vision_examples,
+                            vision_epochs=vision_epochs, vision_tower=tower)

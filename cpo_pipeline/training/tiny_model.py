@@ -10,7 +10,7 @@ as the paper's recipe freezes it, gives the language model nothing to condition 
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -135,20 +135,25 @@ def train_tokenizer(
     )
 
 
-def build_processor(tokenizer: PreTrainedTokenizerFast, spec: TinyModelSpec) -> LlavaProcessor:
-    """The LLaVA processor: a PIL-only CLIP image processor (no torchvision) and `tokenizer`.
+def build_image_processor(spec: TinyModelSpec):
+    """A PIL-only CLIP image processor (no torchvision) at `spec`'s image size.
 
     Images are squashed to a square rather than centre-cropped: a crop of a portrait radiograph
     cuts off the costophrenic angles, where effusions show. Grayscale images are converted to RGB.
     """
-    from transformers import CLIPImageProcessorPil, LlavaProcessor
+    from transformers import CLIPImageProcessorPil
 
     square = {"height": spec.image_size, "width": spec.image_size}
-    image_processor = CLIPImageProcessorPil(
-        size=square, crop_size=square, do_center_crop=False, do_convert_rgb=True
-    )
+    return CLIPImageProcessorPil(size=square, crop_size=square, do_center_crop=False,
+                                 do_convert_rgb=True)
+
+
+def build_processor(tokenizer: PreTrainedTokenizerFast, spec: TinyModelSpec) -> LlavaProcessor:
+    """The LLaVA processor: `build_image_processor`'s image processor and `tokenizer`."""
+    from transformers import LlavaProcessor
+
     return LlavaProcessor(
-        image_processor=image_processor,
+        image_processor=build_image_processor(spec),
         tokenizer=tokenizer,
         patch_size=spec.patch_size,
         # CLIP yields a CLS embedding before the patches; "default" drops it, so the count of
@@ -160,6 +165,31 @@ def build_processor(tokenizer: PreTrainedTokenizerFast, spec: TinyModelSpec) -> 
     )
 
 
+def vision_config(spec: TinyModelSpec):
+    """The CLIP vision tower's config at `spec`'s sizes."""
+    from transformers import CLIPVisionConfig
+
+    return CLIPVisionConfig(
+        image_size=spec.image_size,
+        patch_size=spec.patch_size,
+        hidden_size=spec.vision_hidden_size,
+        intermediate_size=4 * spec.vision_hidden_size,
+        num_hidden_layers=spec.vision_layers,
+        num_attention_heads=spec.vision_heads,
+    )
+
+
+def build_vision_tower(spec: TinyModelSpec, *, seed: int):
+    """A randomly initialised tower alone (`CLIPVisionModel`, the module LLaVA holds as
+    `model.vision_tower`), identical for identical seeds; the caller's RNG is left as it was."""
+    import torch
+    from transformers import CLIPVisionModel
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return CLIPVisionModel(vision_config(spec)).eval()
+
+
 def build_model(
     tokenizer: PreTrainedTokenizerFast, spec: TinyModelSpec
 ) -> LlavaForConditionalGeneration:
@@ -169,7 +199,6 @@ def build_model(
     """
     import torch
     from transformers import (
-        CLIPVisionConfig,
         GenerationConfig,
         LlamaConfig,
         LlavaConfig,
@@ -181,14 +210,7 @@ def build_model(
         "bos_token_id": tokenizer.bos_token_id,
         "eos_token_id": tokenizer.eos_token_id,
     }
-    vision = CLIPVisionConfig(
-        image_size=spec.image_size,
-        patch_size=spec.patch_size,
-        hidden_size=spec.vision_hidden_size,
-        intermediate_size=4 * spec.vision_hidden_size,
-        num_hidden_layers=spec.vision_layers,
-        num_attention_heads=spec.vision_heads,
-    )
+    vision = vision_config(spec)
     text = LlamaConfig(
         vocab_size=len(tokenizer),
         hidden_size=spec.text_hidden_size,
@@ -228,7 +250,18 @@ def pretrain_vision(
     label_sets: Sequence[Collection[str]], labels: Sequence[str], *, epochs: int, seed: int,
     learning_rate: float = 2e-3, batch_size: int = 64,
 ) -> list[float]:
-    """Train the vision tower to tell `labels` apart in `images`; returns each epoch's loss.
+    """`pretrain_tower` on `model`'s vision tower; returns each epoch's loss."""
+    return pretrain_tower(model.model.vision_tower, processor.image_processor, images,
+                          label_sets, labels, epochs=epochs, seed=seed,
+                          learning_rate=learning_rate, batch_size=batch_size)
+
+
+def pretrain_tower(
+    tower, image_processor, images: Sequence, label_sets: Sequence[Collection[str]],
+    labels: Sequence[str], *, epochs: int, seed: int, learning_rate: float = 2e-3,
+    batch_size: int = 64,
+) -> list[float]:
+    """Train a vision tower to tell `labels` apart in `images`; returns each epoch's loss.
 
     A linear head on the mean of the tower's patch embeddings predicts, per image, which of
     `labels` its set names (multi-label binary cross-entropy); the head is discarded afterwards,
@@ -240,10 +273,9 @@ def pretrain_vision(
     """
     import torch
 
-    tower = model.model.vision_tower
     # On a GPU when there is one (the 'small' size's tower is slow on CPU), back afterwards.
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    pixels = processor.image_processor(
+    pixels = image_processor(
         [image.convert("RGB") for image in images], return_tensors="pt")["pixel_values"]
     targets = torch.tensor([[label in chosen for label in labels] for chosen in label_sets],
                            dtype=torch.float32)
@@ -281,11 +313,12 @@ def pretrain_vision(
 def build_tiny_model(
     texts: Iterable[str], spec: TinyModelSpec = TinyModelSpec(), *, out_dir: Path,
     vision_examples: tuple[Sequence, Sequence[Collection[str]], Sequence[str]] | None = None,
-    vision_epochs: int = 0,
+    vision_epochs: int = 0, vision_tower: Mapping | None = None,
 ) -> Path:
     """Train the tokenizer on `texts`, build processor and model, pretrain the vision tower on
-    `vision_examples` (images, their label sets, the labels) for `vision_epochs`, and save both
-    into `out_dir`.
+    `vision_examples` (images, their label sets, the labels) for `vision_epochs` or load
+    `vision_tower` (a pretrained tower's state dict, `vision_corpus.pretrained_tower`) into it,
+    and save both into `out_dir`.
 
     The directory holds safetensors weights and reloads offline with `AutoProcessor` and
     `AutoModelForImageTextToText`; it is also what DPO's reference model is loaded from.
@@ -293,7 +326,9 @@ def build_tiny_model(
     tokenizer = train_tokenizer(texts, vocab_size=spec.vocab_size)
     processor = build_processor(tokenizer, spec)
     model = build_model(tokenizer, spec)
-    if vision_examples is not None and vision_epochs > 0:
+    if vision_tower is not None:
+        model.model.vision_tower.load_state_dict(vision_tower)
+    elif vision_examples is not None and vision_epochs > 0:
         images, label_sets, labels = vision_examples
         pretrain_vision(model, processor, images, label_sets, labels, epochs=vision_epochs,
                         seed=spec.seed)

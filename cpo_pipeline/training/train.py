@@ -75,7 +75,9 @@ def _starting_model(config: TrainingConfig, train, run: Path, state) -> str:
             build_tiny(training_texts(train), directory, config.seed,
                        vision_examples=labelled_images(train),
                        vision_epochs=config.tiny_vision_pretraining_epochs,
-                       size=config.tiny_model_size)
+                       size=config.tiny_model_size,
+                       corpus_images=config.tiny_vision_corpus_images,
+                       tower_cache=config.tiny_vision_cache_dir)
     return str(directory)
 
 

@@ -329,3 +329,26 @@ def test_an_evaluation_on_validate_scores_the_validate_studies_and_pairs_only(tr
     scored = set(pd.read_parquet(folder / "pairs.parquet")["pair_id"])
     assert scored == pairs["validate"] and not scored & pairs["test"]
     assert "Scored on the validate split, not test" in _value(materialization, "report")
+
+
+def test_a_corpus_pretrained_tower_is_kept_under_the_data_root_and_shared_by_seeds(
+        demo_run, tmp_path):
+    from safetensors.torch import load_file
+
+    data_root = demo_run.copy_to(tmp_path / "data")
+    corpus = {"tiny_vision_corpus_images": 48, "tiny_vision_pretraining_epochs": 1,
+              **SHORT}
+    for seed in (0, 1):
+        materialize(data_root, ["sft_model"], _config(sft_model={**corpus, "seed": seed}))
+    kept = list((data_root / "models" / "vision_tower").glob("*/tower.safetensors"))
+    assert len(kept) == 1
+    tower = load_file(kept[0])
+    runs = [path.parent for path in (data_root / "models" / "sft_model").glob(
+        "*/" + run_dirs.RUN_CONFIG)]
+    assert len(runs) == 2
+    for run in runs:
+        config = json.loads((run / run_dirs.RUN_CONFIG).read_text())
+        assert config["tiny_vision_cache_dir"] == str(data_root / "models" / "vision_tower")
+        base = AutoModelForImageTextToText.from_pretrained(run / "base_model")
+        state = base.model.vision_tower.state_dict()
+        assert all(torch.equal(state[name], tower[name]) for name in tower)
