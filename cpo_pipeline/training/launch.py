@@ -30,6 +30,7 @@ from cpo_pipeline.training.run_dirs import directory_fingerprint
 from cpo_pipeline.training.tiny_model import VISION_PRETRAINING_VERSION, TinyModelSpec
 from cpo_pipeline.training.tracking import RUN_ID_FILE as MLFLOW_RUN_ID
 from cpo_pipeline.training.tracking import TRACKING_URI_ENV, sqlite_store
+from cpo_pipeline.training.vision_corpus import CORPUS_VERSION
 
 ENTRY_POINT = "cpo_pipeline.training.train"
 # The code version of every training run (the model assets' and the staged runs'): part of the
@@ -45,7 +46,8 @@ def model_identity(name_or_path: str) -> str:
     of weights at every materialization would cost more than it saves); a hub id as given."""
     if name_or_path == TINY_MODEL:
         return content_hash({"tiny": asdict(TinyModelSpec()),
-                             "vision_pretraining": VISION_PRETRAINING_VERSION})
+                             "vision_pretraining": VISION_PRETRAINING_VERSION,
+                             "vision_corpus": CORPUS_VERSION})
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         config = path / "config.json"

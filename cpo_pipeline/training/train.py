@@ -73,7 +73,9 @@ def _starting_model(config: TrainingConfig, train, run: Path, state) -> str:
     with state.main_process_first():
         if state.is_main_process and not (directory / "config.json").is_file():
             build_tiny(training_texts(train), directory, config.seed,
-                       vision_examples=labelled_images(train),
+                       # A corpus tower needs no cohort images (decoding them all is slow).
+                       vision_examples=None if config.tiny_vision_corpus_images
+                       else labelled_images(train),
                        vision_epochs=config.tiny_vision_pretraining_epochs,
                        size=config.tiny_model_size,
                        corpus_images=config.tiny_vision_corpus_images,

@@ -6,7 +6,7 @@ the same footing: `render_corpus` draws `count` frontal phantom radiographs (PA 
 each CheXpert finding painted independently with probability `FINDING_SHARE`, where the phantom
 places it at random), written as DICOM and decoded by the ingestion's own reader, so the pixels
 are exactly what training reads from a cohort. `pretrained_tower` pretrains a tower on it
-(`tiny_model.pretrain_vision`) once per tower size, corpus and schedule, and keeps the weights
+(`tiny_model.pretrain_tower`) once per tower size, corpus and schedule, and keeps the weights
 in a cache folder every later run loads them from; the seed of the training run does not enter,
 just as a fine-tuning seed does not retrain CLIP.
 
@@ -32,7 +32,8 @@ from cpo_pipeline.storage import content_hash
 if TYPE_CHECKING:
     from PIL import Image
 
-# Changes with what the corpus holds or how it is drawn: part of every cached tower's key.
+# Changes with what the corpus holds or how it is drawn: part of every cached tower's key and
+# of the tiny model's identity in every run key (launch.model_identity).
 CORPUS_VERSION = "1"
 # Each finding's chance of being painted on an image: ~1.6 findings per image, 19% with none,
 # ~12% positives of each, so the cohort's rarest findings (pneumothorax ~4%) get hundreds of
@@ -153,7 +154,8 @@ def pretrained_tower(spec, count: int, epochs: int, cache: Path | None, seed: in
     state = {name: value.detach().clone().contiguous()
              for name, value in tower.state_dict().items()}
     if target is not None:
-        staging = Path(tempfile.mkdtemp(prefix=".tower-", dir=_made(cache)))
+        cache.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".tower-", dir=cache))
         save_file(state, staging / "tower.safetensors",
                   metadata={"corpus": str(count), "epochs": str(epochs), "seed": str(seed)})
         try:
@@ -161,8 +163,3 @@ def pretrained_tower(spec, count: int, epochs: int, cache: Path | None, seed: in
         except OSError:  # another run kept the same tower first: theirs is identical
             shutil.rmtree(staging, ignore_errors=True)
     return state
-
-
-def _made(folder: Path) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
